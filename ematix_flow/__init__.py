@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from ematix_flow._errors import EmatixFlowError
+from ematix_flow.config import connect
 
-__all__ = ["EmatixFlowError"]
+__all__ = ["EmatixFlowError", "connect"]
 __version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""Output helpers shared by every ``flow`` command: consoles, ``--format``, errors.
+
+Commands parse their arguments, call the public API and render through this module, so
+colour, machine-readable output and error reporting behave the same everywhere:
+
+- :func:`console` gives a rich Console: colour only on a terminal, never with
+  ``--no-color`` or ``NO_COLOR``.
+- :data:`FormatOption` is the ``--format text|json`` option; :func:`print_json` writes
+  the machine form (stable keys, no colour, one document on stdout).
+- :func:`report_error` / :func:`exit_code_for` are the single place where an
+  :class:`EmatixFlowError` becomes a clean one-message stderr line and an exit code from
+  :mod:`ematix_flow._exitcodes`; ``main.py`` routes every command's errors through them.
+
+rich is imported inside the functions, keeping ``flow --help`` fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ematix_flow._errors import ConfigurationError, EmatixFlowError
+from ematix_flow._exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "FormatOption",
+    "OutputFormat",
+    "color_disabled",
+    "console",
+    "exit_code_for",
+    "fail",
+    "print_json",
+    "report_error",
+    "set_no_color",
+]
+
+# Set from the global --no-color option by main.py's callback, once per invocation.
+_no_color_flag = False
+# Wide enough that tables are not wrapped when the output goes to a file or a pipe.
+_PIPE_WIDTH = 200
+
+
+class OutputFormat(StrEnum):
+    """What a command prints: ``text`` for people, ``json`` for programs."""
+
+    text = "text"
+    json = "json"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", "-f", help="Output format: text for people, json for scripts."),
+]
+
+
+def set_no_color(flag: bool) -> None:
+    """Record the global ``--no-color`` option (called by the root callback)."""
+    global _no_color_flag
+    _no_color_flag = flag
+
+
+def color_disabled() -> bool:
+    """True with ``--no-color`` or a non-empty ``NO_COLOR`` (https://no-color.org)."""
+    return _no_color_flag or bool(os.environ.get("NO_COLOR"))
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich Console on stdout (or stderr): colour only when it is a terminal and
+    colour is not disabled; plain and wide when writing to a pipe or file."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    is_tty = bool(getattr(stream, "isatty", lambda: False)())
+    return Console(
+        file=stream,
+        no_color=color_disabled(),
+        color_system="auto" if is_tty and not color_disabled() else None,
+        highlight=False,
+        width=None if is_tty else _PIPE_WIDTH,
+        soft_wrap=not is_tty,
+    )
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as one indented JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def exit_code_for(exc: EmatixFlowError) -> ExitCode:
+    """The exit code an error maps to: configuration problems are CONFIG_ERROR, the
+    rest RUN_FAILED."""
+    if isinstance(exc, ConfigurationError):
+        return ExitCode.CONFIG_ERROR
+    return ExitCode.RUN_FAILED
+
+
+def report_error(exc: EmatixFlowError) -> ExitCode:
+    """Print ``error: <message>`` on stderr (no traceback) and return its exit code."""
+    _print_error(str(exc))
+    return exit_code_for(exc)
+
+
+def fail(message: str, code: ExitCode = ExitCode.RUN_FAILED) -> typer.Exit:
+    """Print ``error: <message>`` on stderr; return the ``typer.Exit`` to raise.
+
+    Usage: ``raise fail("no connections configured", ExitCode.CONFIG_ERROR)``.
+    """
+    _print_error(message)
+    return typer.Exit(int(code))
+
+
+def _print_error(message: str) -> None:
+    from rich.text import Text
+
+    err = console(stderr=True)
+    # Text, not markup: messages quote things like [connections.warehouse].
+    err.print(Text("error: ", style="bold red") + Text(message))

@@ -1,0 +1,198 @@
+"""``flow connections list | check [NAME] | set NAME=DSN`` — the connection registry
+(spec §3.1) from the command line.
+
+Each command calls :mod:`ematix_flow.config` and renders the result; no DSN is ever
+printed except in its redacted form, including the driver's failure messages.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ematix_flow._cli._output import FormatOption, OutputFormat, console, fail, print_json
+from ematix_flow._exitcodes import ExitCode
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="connections",
+    help="List, check and set named database connections.",
+    no_args_is_help=True,
+)
+
+_HOW_TO_CONFIGURE = (
+    "Configure one with `flow connections set NAME=postgresql://user:password@host/db`, "
+    "an EMATIX_FLOW_DSN_<NAME> environment variable, or a [connections.<name>] table "
+    "in ./.ematix-flow.toml"
+)
+
+
+@app.command("list")
+def list_(output: FormatOption = OutputFormat.text) -> None:
+    """Show every configured connection: where it is configured, host, port, database
+    and user (never a password)."""
+    from ematix_flow.config import configured_connections
+
+    entries = configured_connections()
+    if output is OutputFormat.json:
+        print_json([_entry_json(e) for e in entries])
+        return
+    out = console()
+    if not entries:
+        out.print(f"No connections configured. {_HOW_TO_CONFIGURE}.", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "CONFIGURED IN", "HOST", "PORT", "DATABASE", "USER"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        c = e.connection
+        if c is None:
+            table.add_row(e.name, e.origin, f"[red]error:[/red] {_escape(e.error or '')}")
+            continue
+        table.add_row(
+            *(_escape(v) for v in (e.name, e.origin, c.host or "(default)")),
+            str(c.port) if c.port is not None else "(default)",
+            _escape(c.dbname or "(default)"),
+            _escape(c.user or "(default)"),
+        )
+    out.print(table)
+
+
+@app.command("check")
+def check(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Check only this connection (default: every configured one)."),
+    ] = None,
+    timeout: Annotated[
+        int, typer.Option("--timeout", min=1, help="Seconds to wait for each connection.")
+    ] = 5,
+    output: FormatOption = OutputFormat.text,
+) -> None:
+    """Connect to each configured connection and report OK or FAILED with the reason;
+    exits non-zero when any failed."""
+    from ematix_flow.config import ConfiguredConnection, configured_connections, connect
+
+    if name is not None:
+        conn = connect(name)  # an unknown name is a ConfigurationError → CONFIG_ERROR
+        entries = [ConfiguredConnection(conn.name or name, conn.origin, conn, None)]
+    else:
+        entries = configured_connections()
+        if not entries:
+            raise fail(f"no connections configured. {_HOW_TO_CONFIGURE}", ExitCode.CONFIG_ERROR)
+
+    results = [_check_one(e, timeout) for e in entries]
+    if output is OutputFormat.json:
+        print_json(results)
+    else:
+        from rich.text import Text
+
+        out = console()
+        for r in results:
+            line = (
+                Text("OK     ", style="bold green")
+                if r["ok"]
+                else Text("FAILED ", style="bold red")
+            )
+            line.append(f"{r['name']} → {r['target']}  ({r['origin']})")
+            if r["ok"]:
+                line.append(f"  PostgreSQL {r['server_version']}", style="dim")
+            else:
+                line.append("\n       " + r["reason"])
+            out.print(line)
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(int(ExitCode.RUN_FAILED))
+
+
+@app.command("set")
+def set_(
+    assignment: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME=DSN",
+            help="e.g. warehouse=postgresql://user:password@host:5432/db",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Save a connection in ~/.ematix-flow/connections.toml (other entries and comments
+    are kept; the file is private to you, mode 0600)."""
+    from ematix_flow.config import connect, overriding_sources, save_user_connection
+
+    name, sep, dsn = assignment.partition("=")
+    name, dsn = name.strip(), dsn.strip()
+    if not sep or not name or not dsn:
+        raise fail(
+            "expected NAME=DSN, e.g. `flow connections set "
+            "warehouse=postgresql://user:password@host:5432/db`",
+            ExitCode.USAGE,
+        )
+    path = save_user_connection(name, dsn)
+    out = console()
+    from ematix_flow._core import redact_dsn
+
+    out.print(f"Saved {name!r} ({redact_dsn(dsn)}) to {path}", markup=False)
+    shadows = overriding_sources(name)
+    if shadows:
+        winner = connect(name)
+        out.print(
+            f"Note: {', '.join(shadows)} also configures {name!r} and takes precedence; "
+            f"connect({name!r}) resolves to {winner.redacted} from {winner.origin}.",
+            markup=False,
+        )
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    c = entry.connection
+    return {
+        "name": entry.name,
+        "origin": entry.origin,
+        "host": c.host if c else None,
+        "port": c.port if c else None,
+        "dbname": c.dbname if c else None,
+        "user": c.user if c else None,
+        "dsn": c.redacted if c else None,
+        "error": entry.error,
+    }
+
+
+def _check_one(entry: Any, timeout: int) -> dict[str, Any]:
+    """Try one connection; every failure becomes a FAILED row, never an exception."""
+    import psycopg
+
+    from ematix_flow._core import redact_dsn
+    from ematix_flow._errors import ConnectionFailedError
+
+    c = entry.connection
+    result: dict[str, Any] = {
+        "name": entry.name,
+        "origin": entry.origin,
+        "target": c.target if c else "?",
+        "ok": False,
+        "server_version": None,
+        "reason": entry.error,
+    }
+    if c is None:
+        return result
+    try:
+        with c.open(connect_timeout=timeout, autocommit=True) as pg:
+            pg.execute("SELECT 1")
+            version = pg.info.server_version
+    except ConnectionFailedError as exc:
+        result["reason"] = str(exc)
+    except psycopg.Error as exc:
+        result["reason"] = redact_dsn(" ".join(str(exc).split()), c._password)
+    else:
+        result["ok"] = True
+        result["server_version"] = f"{version // 10000}.{version % 10000}"
+    return result

@@ -1,0 +1,103 @@
+"""The ``flow`` CLI: the typer app, its global options, and ``main()`` (the console
+script ``flow = ematix_flow._cli.main:main``).
+
+How commands are added — one module per command group or top-level command in
+``ematix_flow/_cli/``, attached below, nothing else in this file:
+
+- A **group** (``flow connections list|check|set``): the module defines
+  ``app = typer.Typer(name=..., help=..., no_args_is_help=True)`` and its commands
+  with ``@app.command("list")``; attach it with one line::
+
+      app.add_typer(connections.app, name="connections")
+
+- A **top-level command** (``flow run NAME``): the module defines a plain function
+  with typer ``Annotated`` parameters; attach it with one line::
+
+      app.command("run")(run.run)
+
+Rules every command follows (they keep the CLI fast and scriptable):
+
+- Parse, call the public API, render. No business logic in the CLI.
+- Import heavy libraries (psycopg, rich, pydantic, the engine) *inside* the command
+  function, never at module level: ``flow --help`` must start in well under 0.5 s.
+- Print through :mod:`._output` (``console()``, ``--format`` via ``FormatOption``,
+  ``print_json``); never ``print`` a DSN, only ``Connection.redacted``/``describe()``.
+- Raise :class:`ematix_flow.EmatixFlowError` subclasses for failures: the root group
+  below turns them into ``error: <message>`` on stderr and the exit code of
+  :mod:`ematix_flow._exitcodes` (ConfigurationError → CONFIG_ERROR, else RUN_FAILED),
+  never a traceback. To exit with a code of your own, ``raise _output.fail(msg, code)``
+  or ``raise typer.Exit(ExitCode.X)``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ematix_flow._cli import _output, connections
+from ematix_flow._errors import EmatixFlowError
+
+__all__ = ["app", "main"]
+
+
+class _FlowGroup(TyperGroup):
+    """The root group: every subcommand runs inside its ``invoke``, so this is the one
+    place an :class:`EmatixFlowError` becomes a clean message and an exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EmatixFlowError as exc:
+            code = _output.report_error(exc)
+            raise typer.Exit(int(code)) from None
+
+
+app = typer.Typer(
+    name="flow",
+    cls=_FlowGroup,
+    help="ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold DSNs
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ematix_flow import __version__
+
+        typer.echo(f"ematix-flow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    no_color: Annotated[
+        bool,
+        typer.Option("--no-color", help="No colour in the output (NO_COLOR is honoured too)."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines."""
+    _output.set_no_color(no_color)
+
+
+# --- command groups and commands, one line each (see the module docstring) -----------
+app.add_typer(connections.app, name="connections")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="flow")
+
+
+if __name__ == "__main__":
+    main()
