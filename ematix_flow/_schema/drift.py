@@ -224,8 +224,8 @@ def compare_table(spec: TableSpec, reflected: TableSpec) -> list[Difference]:
 
     Order: per declared column (in spec order) missing / type / nullability, then extra
     columns (in table order), the primary key, missing unique constraints (spec order),
-    extra unique constraints (table order). Unique constraints compare as ordered column
-    tuples; constraint names and column order in the table do not matter.
+    extra unique constraints (table order: by constraint name). Unique constraints compare
+    as ordered column tuples; constraint names and column order in the table do not matter.
 
     >>> compare_table(spec, spec)  # doctest: +SKIP
     []
