@@ -14,8 +14,9 @@ Example::
 
 from __future__ import annotations
 
+from ematix_flow._declarative import ematix, natural_key, nullable, pk
 from ematix_flow._errors import EmatixFlowError
 from ematix_flow.config import connect
 
-__all__ = ["EmatixFlowError", "connect"]
+__all__ = ["EmatixFlowError", "connect", "ematix", "natural_key", "nullable", "pk"]
 __version__ = "0.1.0"

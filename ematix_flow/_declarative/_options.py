@@ -1,0 +1,164 @@
+"""The per-target sync options shared by ``@ematix.table``, ``ematix.target`` and
+``@ematix.pipeline``, validated once, here, at decoration time.
+
+The same option may be given at three levels; the most specific one wins (spec §3,
+§5): ``ematix.target(...)`` → ``@ematix.pipeline(...)`` → ``@ematix.table(...)``
+defaults → the engine's own default (the option is then not passed at all). ``UNSET``
+marks "not given", because ``None`` is a real value (``handle_deletes=None`` switches
+delete handling off even when the table's default turns it on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any, Final
+
+from ematix_flow._errors import DefinitionError
+
+__all__ = [
+    "HANDLE_DELETES",
+    "MODES",
+    "OPTION_NAMES",
+    "UNSET",
+    "Unset",
+    "check_combination",
+    "normalize_option",
+    "resolve_options",
+]
+
+MODES: Final = ("append", "merge", "scd1", "scd2")
+HANDLE_DELETES: Final = (None, "soft", "hard")
+KEYED_MODES: Final = ("merge", "scd1", "scd2")
+
+#: Every option that can be set per target, in the order of ``pipeline.sync``.
+OPTION_NAMES: Final = (
+    "mode",
+    "keys",
+    "compare_columns",
+    "update_columns",
+    "event_timestamp_column",
+    "ttl",
+    "handle_deletes",
+    "incremental_column",
+)
+
+_COLUMN_LISTS = ("keys", "compare_columns", "update_columns")
+_COLUMN_NAMES = ("event_timestamp_column", "incremental_column")
+
+
+class Unset:
+    """The "not given" sentinel (``None`` is a meaningful value for several options)."""
+
+    _instance: Unset | None = None
+
+    def __new__(cls) -> Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = Unset()
+
+
+def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str]) -> Any:
+    """Validate one option's value and return its normal form (lists become tuples).
+
+    ``where`` names the declaration for the message ("@ematix.table on CustomerDim");
+    ``columns`` are the target's declared column names.
+    """
+    known = tuple(columns)
+    if name == "mode":
+        if value not in MODES:
+            raise DefinitionError(
+                f"{where}: mode={value!r} is not a mode; use one of "
+                f"{', '.join(repr(m) for m in MODES)}"
+            )
+        return value
+    if name == "handle_deletes":
+        if value not in HANDLE_DELETES:
+            raise DefinitionError(
+                f"{where}: handle_deletes={value!r} is not valid; use None (keep rows), "
+                "'soft' (flag them) or 'hard' (delete them)"
+            )
+        return value
+    if name == "ttl":
+        if value is None:
+            return None
+        if not isinstance(value, timedelta) or value <= timedelta(0):
+            raise DefinitionError(
+                f"{where}: ttl= must be a positive datetime.timedelta, e.g. "
+                f"ttl=timedelta(days=7), got {value!r}"
+            )
+        return value
+    if name in _COLUMN_NAMES:
+        if value is None:
+            return None
+        _check_column(name, value, where, known)
+        return value
+    if name in _COLUMN_LISTS:
+        if value is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, (tuple, list)):
+            raise DefinitionError(
+                f"{where}: {name}= must be a tuple of column names, e.g. "
+                f"{name}=({value!r},), got {value!r}"
+            )
+        if not value:
+            raise DefinitionError(
+                f"{where}: {name}=() names no columns; leave it out to let the framework infer it"
+            )
+        for col in value:
+            _check_column(name, col, where, known)
+        if len(set(value)) != len(value):
+            raise DefinitionError(f"{where}: {name}= names a column twice: {tuple(value)}")
+        return tuple(value)
+    raise DefinitionError(
+        f"{where}: unknown option {name}=; the options are {', '.join(OPTION_NAMES)}"
+    )
+
+
+def _check_column(option: str, col: object, where: str, known: tuple[str, ...]) -> None:
+    if not isinstance(col, str):
+        raise DefinitionError(f"{where}: {option}= must name columns as strings, got {col!r}")
+    if col not in known:
+        raise DefinitionError(
+            f"{where}: {option}= names {col!r}, which is not a column of the target; "
+            f"its columns are {', '.join(known)}"
+        )
+
+
+def check_combination(options: Mapping[str, Any], *, where: str) -> None:
+    """Refuse option combinations that cannot mean anything (checked on resolved options)."""
+    mode = options.get("mode")
+    if mode is not None and mode != "scd2":
+        for name in ("event_timestamp_column", "ttl"):
+            if options.get(name) is not None:
+                raise DefinitionError(
+                    f"{where}: {name}= applies to mode='scd2' only (mode is {mode!r}); "
+                    f"remove {name}= or use mode='scd2'"
+                )
+    if options.get("handle_deletes") is not None and options.get("incremental_column"):
+        raise DefinitionError(
+            f"{where}: handle_deletes={options['handle_deletes']!r} needs a full source "
+            f"snapshot, but incremental_column={options['incremental_column']!r} reads only "
+            "new rows, so every older key would look deleted; drop one of the two"
+        )
+
+
+def resolve_options(*levels: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge option levels, most specific first; ``UNSET`` values fall through."""
+    resolved: dict[str, Any] = {}
+    for name in OPTION_NAMES:
+        for level in levels:
+            value = level.get(name, UNSET)
+            if value is not UNSET:
+                resolved[name] = value
+                break
+    return resolved

@@ -1,0 +1,120 @@
+"""``ematix.target(...)``: one target of a multi-target pipeline with its own options.
+
+Example (spec §3.4)::
+
+    @ematix.pipeline(
+        targets=[
+            ematix.target(DailyFeatures, mode="scd2", event_timestamp_column="event_ts"),
+            ematix.target(EventLog, mode="append", target_connection="archive"),
+        ],
+        schedule="0 1 * * *",
+    )
+    def sync_user_events(conn):
+        return "SELECT user_id, event_ts, ... FROM events.user_events"
+
+Options given here win over the pipeline's, which win over the table's defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+from ematix_flow._declarative._options import (
+    OPTION_NAMES,
+    UNSET,
+    Unset,
+    check_combination,
+    normalize_option,
+)
+from ematix_flow._errors import DefinitionError
+from ematix_flow.table import ManagedTable, table_spec
+
+__all__ = ["Target", "target"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target table plus the options that apply to it alone.
+
+    Options left ``UNSET`` fall through to the pipeline, then the table's defaults.
+    """
+
+    table: type[ManagedTable]
+    mode: Any = UNSET
+    target_connection: str | None = None
+    event_timestamp_column: Any = UNSET
+    ttl: Any = UNSET
+    handle_deletes: Any = UNSET
+    keys: Any = UNSET
+    compare_columns: Any = UNSET
+    update_columns: Any = UNSET
+    incremental_column: Any = UNSET
+
+    def __post_init__(self) -> None:
+        spec = table_spec(self.table)
+        where = f"ematix.target({self.table.__name__})"
+        if self.target_connection is not None and (
+            not isinstance(self.target_connection, str) or not self.target_connection
+        ):
+            raise DefinitionError(
+                f"{where}: target_connection= takes a connection name such as "
+                f'"warehouse", got {self.target_connection!r}'
+            )
+        given: dict[str, Any] = {}
+        for name in OPTION_NAMES:
+            value = getattr(self, name)
+            if value is not UNSET:
+                value = normalize_option(name, value, where=where, columns=spec.column_names)
+                object.__setattr__(self, name, value)
+                given[name] = value
+        check_combination(given, where=where)
+
+    def options(self) -> dict[str, Any]:
+        """The options this target sets itself (``UNSET`` ones left out)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name in OPTION_NAMES and getattr(self, f.name) is not UNSET
+        }
+
+
+def target(
+    table: type[ManagedTable],
+    /,
+    *,
+    mode: str,
+    target_connection: str | None = None,
+    event_timestamp_column: str | Unset | None = UNSET,
+    ttl: timedelta | Unset | None = UNSET,
+    handle_deletes: str | Unset | None = UNSET,
+    keys: tuple[str, ...] | Unset | None = UNSET,
+    compare_columns: tuple[str, ...] | Unset | None = UNSET,
+    update_columns: tuple[str, ...] | Unset | None = UNSET,
+    incremental_column: str | Unset | None = UNSET,
+) -> Target:
+    """One target of ``@ematix.pipeline(targets=[...])``; ``mode=`` is required.
+
+    Example::
+
+        ematix.target(Customer, mode="scd2", target_connection="alt_warehouse",
+                      ttl=timedelta(days=7))
+    """
+    if not (isinstance(table, type) and issubclass(table, ManagedTable)):
+        raise DefinitionError(
+            f"ematix.target() takes a managed table class first (decorated with "
+            f"@ematix.table or subclassing ManagedTable), got {table!r}"
+        )
+    return Target(
+        table,
+        mode=mode,
+        target_connection=target_connection,
+        event_timestamp_column=event_timestamp_column,
+        ttl=ttl,
+        handle_deletes=handle_deletes,
+        keys=keys,
+        compare_columns=compare_columns,
+        update_columns=update_columns,
+        incremental_column=incremental_column,
+    )
