@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from ematix_flow._cli import _output, connections
+from ematix_flow._cli import _output, connections, devdb
 from ematix_flow._errors import EmatixFlowError
 
 __all__ = ["app", "main"]
@@ -92,6 +92,7 @@ def _root(
 
 # --- command groups and commands, one line each (see the module docstring) -----------
 app.add_typer(connections.app, name="connections")
+app.add_typer(devdb.app, name="dev-db")
 
 
 def main() -> None:

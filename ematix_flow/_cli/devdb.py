@@ -1,0 +1,261 @@
+"""``flow dev-db start | stop | status | url`` — an embedded PostgreSQL for local work.
+
+``start`` runs PostgreSQL 16 from the ``pgserver`` wheel in a per-user data directory
+(one server per connection name, ``~/.local/share/ematix-flow/dev-db/<name>`` or, when
+that path is too long for a unix socket, ``/tmp/ematix-flow-<uid>/dev-db/<name>``), leaves
+it running after the command exits, and registers it as a named connection in the
+project's ``./.ematix-flow.toml`` so pipelines whose ``target_connection`` (or
+``source_connection``) is that name run against it without anyone writing a DSN.
+``stop`` shuts it down and waits until none of its processes is left.
+
+The server listens on a unix socket inside its data directory only (no TCP port) and
+trusts local connections, so its DSN holds no password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ematix_flow._cli._output import FormatOption, OutputFormat, console, print_json
+from ematix_flow._exitcodes import ExitCode
+
+__all__ = ["app", "check_registrable", "default_data_dir", "register_connection"]
+
+app = typer.Typer(
+    name="dev-db",
+    help="An embedded PostgreSQL for local development, registered as a named connection.",
+    no_args_is_help=True,
+)
+
+NameOption = Annotated[
+    str,
+    typer.Option(
+        "--name",
+        "-n",
+        help="Connection name it is registered under in ./.ematix-flow.toml.",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (default: a per-user directory for NAME).",
+        file_okay=False,
+    ),
+]
+
+# The comment written above a [connections.<name>] table that dev-db manages.
+_MARKER = "written by `flow dev-db start`"
+
+
+def default_data_dir(name: str) -> Path:
+    """The per-user data directory of the dev-db registered as ``name``."""
+    from ematix_flow._embedded import per_user_dir
+
+    return per_user_dir("dev-db", name)
+
+
+def _resolve(name: str, data_dir: Path | None) -> Path:
+    from ematix_flow.config import env_var_name
+
+    env_var_name(name)  # validates the name (ConfigurationError with the rule)
+    path = data_dir if data_dir is not None else default_data_dir(name)
+    return path.expanduser().resolve()
+
+
+def register_connection(name: str, dsn: str, *, data_dir: Path) -> Path:
+    """Write ``[connections.<name>] dsn = "<dsn>"`` into ``./.ematix-flow.toml``.
+
+    Other tables, comments and formatting are kept (tomlkit). An existing entry for
+    ``name`` is replaced only when it already points at an embedded server (a ``host=``
+    that is a PostgreSQL data directory); anything else is the user's own database and
+    is refused with a ConfigurationError naming the fix.
+    """
+    import tomlkit
+
+    from ematix_flow.config import project_config_path
+
+    path = project_config_path()
+    doc = _load_project_file(path)
+    section = doc.get("connections")
+    if section is None:
+        section = tomlkit.table(is_super_table=True)
+        doc["connections"] = section
+    entry = section.get(name)
+    if isinstance(entry, dict):
+        _refuse_foreign(name, str(entry.get("dsn", "")), dsn, path)
+        entry["dsn"] = dsn
+    else:
+        table = tomlkit.table()
+        table.add(tomlkit.comment(f"{_MARKER}; data directory {data_dir}"))
+        table.add("dsn", dsn)
+        section[name] = table
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return path
+
+
+def check_registrable(name: str) -> None:
+    """Raise the ConfigurationError :func:`register_connection` would raise for ``name``
+    before anything is started."""
+    from ematix_flow.config import project_config_path
+
+    path = project_config_path()
+    entry = _load_project_file(path).get("connections", {}).get(name)
+    if isinstance(entry, dict):
+        _refuse_foreign(name, str(entry.get("dsn", "")), None, path)
+
+
+def _refuse_foreign(name: str, current: str, dsn: str | None, path: Path) -> None:
+    from ematix_flow._errors import ConfigurationError
+
+    if current != dsn and not _is_embedded_dsn(current):
+        raise ConfigurationError(
+            f"connection {name!r} in {path} already points at another database; "
+            f"choose another name (`flow dev-db start --name dev`) or remove "
+            f"[connections.{name}] from {path}"
+        )
+
+
+def _load_project_file(path: Path) -> Any:
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    from ematix_flow._errors import ConfigurationError
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        doc = tomlkit.parse(text)
+    except ParseError as exc:
+        raise ConfigurationError(
+            f"{path} is not valid TOML (line {exc.line}, column {exc.col}); fix or remove "
+            "it before `flow dev-db start` registers a connection in it"
+        ) from None
+    section = doc.get("connections")
+    if section is not None and not isinstance(section, dict):
+        raise ConfigurationError(f"{path}: 'connections' must be a table of tables")
+    return doc
+
+
+def _is_embedded_dsn(dsn: str) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        host = conninfo_to_dict(dsn).get("host")
+    except Exception:  # not a DSN at all (e.g. "${VAR}"): the user's own entry
+        return False
+    return bool(host) and Path(str(host), "PG_VERSION").exists()
+
+
+def _env_override(name: str) -> str | None:
+    """The environment variable that would win over the file for ``name``, if set."""
+    import os
+
+    from ematix_flow.config import ENV_PREFIX, env_var_name
+
+    for var in (env_var_name(name), ENV_PREFIX if name == "default" else None):
+        if var and os.environ.get(var):
+            return var
+    return None
+
+
+@app.command("start")
+def start(
+    name: NameOption = "default",
+    data_dir: DataDirOption = None,
+    output: FormatOption = OutputFormat.text,
+) -> None:
+    """Start the server (or find it running) and register it as connection NAME."""
+    from ematix_flow._embedded import start_embedded
+
+    path = _resolve(name, data_dir)
+    check_registrable(name)
+    out = console()
+    with out.status(f"starting PostgreSQL in {path}", spinner="dots"):
+        server = start_embedded(path, keep=True)
+    dsn = server.uri
+    config = register_connection(name, dsn, data_dir=path)
+    shadow = _env_override(name)
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "name": name,
+                "running": True,
+                "data_dir": str(path),
+                "dsn": dsn,
+                "config": str(config),
+                "overridden_by": shadow,
+            }
+        )
+        return
+    out.print(f"dev-db [bold]{name}[/] running: PostgreSQL 16 in {path}")
+    out.print(f"connection [bold]{name}[/] → {dsn}  (in {config})")
+    if shadow:
+        out.print(
+            f"[yellow]note:[/] {shadow} is set and wins over {config.name}; "
+            f"unset it to use this server"
+        )
+    out.print(f"stop it with: flow dev-db stop --name {name}")
+
+
+@app.command("stop")
+def stop(
+    name: NameOption = "default",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Stop the server; no process of it is left afterwards."""
+    from ematix_flow._embedded import stop_embedded
+
+    path = _resolve(name, data_dir)
+    out = console()
+    with out.status(f"stopping PostgreSQL in {path}", spinner="dots"):
+        stopped = stop_embedded(path)
+    if stopped:
+        out.print(f"dev-db [bold]{name}[/] stopped ({path})")
+    else:
+        out.print(f"dev-db [bold]{name}[/] was not running ({path})")
+
+
+@app.command("status")
+def status(
+    name: NameOption = "default",
+    data_dir: DataDirOption = None,
+    output: FormatOption = OutputFormat.text,
+) -> None:
+    """Say whether the server is running (exit code 0 running, 1 not running)."""
+    from ematix_flow._embedded import running_uri
+
+    path = _resolve(name, data_dir)
+    dsn = running_uri(path)
+    if output is OutputFormat.json:
+        print_json({"name": name, "running": dsn is not None, "data_dir": str(path), "dsn": dsn})
+    elif dsn is not None:
+        console().print(f"dev-db [bold]{name}[/] is running in {path}: {dsn}")
+    else:
+        console().print(
+            f"dev-db [bold]{name}[/] is not running ({path}); "
+            f"start it with: flow dev-db start --name {name}"
+        )
+    if dsn is None:
+        raise typer.Exit(int(ExitCode.RUN_FAILED))
+
+
+@app.command("url")
+def url(
+    name: NameOption = "default",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print the server's DSN alone (for psql "$(flow dev-db url)")."""
+    from ematix_flow._cli._output import fail
+    from ematix_flow._embedded import running_uri
+
+    path = _resolve(name, data_dir)
+    dsn = running_uri(path)
+    if dsn is None:
+        raise fail(
+            f"dev-db {name!r} is not running ({path}); start it with: "
+            f"flow dev-db start --name {name}"
+        )
+    typer.echo(dsn)
