@@ -18,9 +18,9 @@ Example::
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 from psycopg import sql
 
@@ -71,21 +71,25 @@ def _null(nullable: bool) -> str:
 
 
 @dataclass(frozen=True)
-class Difference:
+class Difference(ABC):
     """One way an existing table differs from its spec."""
 
     schema: str
     table: str
-    #: Whether :func:`additive_sql` can fix it without touching existing data.
-    additive: ClassVar[bool] = False
+
+    @property
+    def additive(self) -> bool:
+        """Whether :func:`additive_sql` can fix it without touching existing data."""
+        return False
 
     @property
     def where(self) -> str:
         """``schema.table`` as a reader would type it."""
         return f"{_ident(self.schema)}.{_ident(self.table)}"
 
-    def describe(self) -> str:  # pragma: no cover - every subclass overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str:
+        """One sentence naming the table (and column) and what to do about it."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class ColumnMissing(Difference):
     type: SqlType
     nullable: bool
 
-    @property  # type: ignore[override]
+    @property
     def additive(self) -> bool:
         # A NOT NULL column cannot be added to a table with rows: they would violate it.
         return self.nullable
@@ -188,7 +192,7 @@ class UniqueConstraintMissing(Difference):
     #: Declared columns of the constraint that are missing and cannot be added.
     blocked_by: tuple[str, ...] = ()
 
-    @property  # type: ignore[override]
+    @property
     def additive(self) -> bool:
         return not self.blocked_by
 

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from ematix_flow._errors import DriftError
 from ematix_flow._tablespec import ColumnSpec, TableSpec
@@ -147,7 +148,8 @@ def reflect_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tabl
     Raises :class:`~ematix_flow._errors.DriftError` when the name belongs to something
     that is not a table (a view, a sequence…).
     """
-    with conn.cursor() as cur:
+    # tuple_row: the caller's connection may carry another row factory.
+    with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(_REFLECT, {"schema": schema, "name": name})
         row = cur.fetchone()
     if row is None:

@@ -133,3 +133,12 @@ def test_invalid_identity_columns_are_refused_with_the_fix(
     with pytest.raises(DefinitionError, match=message) as info:
         create_table_sql(spec)
     assert "'id'" in str(info.value) and "s.t" in str(info.value)
+
+
+def test_the_ddl_module_examples_run() -> None:
+    import doctest
+
+    from ematix_flow._schema import ddl
+
+    result = doctest.testmod(ddl)
+    assert result.attempted >= 3 and result.failed == 0

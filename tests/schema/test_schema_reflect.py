@@ -267,3 +267,12 @@ def test_identifiers_needing_quotes_work_end_to_end(wh: psycopg.Connection[Any])
         wh.execute(statement)
     assert drift(wh, QUOTED) == []
     assert wh.execute('SELECT count(*) FROM "my ""odd"" schema"."select"').fetchone() == (1,)
+
+
+def test_reflection_ignores_the_connections_row_factory(dbs: Any) -> None:
+    from psycopg.rows import dict_row
+
+    spec = TableSpec("s", "t", (ColumnSpec("a", BigInt(), nullable=False),), primary_key=("a",))
+    with dbs.connect("warehouse", row_factory=dict_row) as conn:
+        create(conn, spec)
+        assert reflect(conn, spec) == spec
