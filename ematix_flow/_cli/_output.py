@@ -20,7 +20,7 @@ import json
 import os
 import sys
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -72,12 +72,12 @@ def color_disabled() -> bool:
     return _no_color_flag or bool(os.environ.get("NO_COLOR"))
 
 
-def console(*, stderr: bool = False) -> Console:
-    """A rich Console on stdout (or stderr): colour only when it is a terminal and
-    colour is not disabled; plain and wide when writing to a pipe or file."""
+def console(*, stderr: bool = False, file: IO[str] | None = None) -> Console:
+    """A rich Console on stdout (or stderr, or ``file``): colour only when it is a
+    terminal and colour is not disabled; plain and wide when writing to a pipe or file."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
+    stream = file if file is not None else sys.stderr if stderr else sys.stdout
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
     return Console(
         file=stream,

@@ -1,0 +1,170 @@
+"""The CLI base: ``flow --help`` / ``--version``, start-up imports, colour switches, and
+the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ematix_flow import __version__
+from ematix_flow._cli import _output
+from ematix_flow._cli.main import _FlowGroup, app
+from ematix_flow._errors import ConfigurationError, ConnectionFailedError, SyncError
+from ematix_flow._exitcodes import ExitCode
+
+FLOW_SCRIPT = Path(sys.executable).parent / "flow"
+
+
+def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FLOW_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_console_script_help_lists_the_commands() -> None:
+    result = run_flow("--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: flow" in result.stdout
+    assert "connections" in result.stdout
+    assert "--no-color" in result.stdout
+    assert "--version" in result.stdout
+
+
+def test_version() -> None:
+    result = run_flow("--version")
+    assert (result.returncode, result.stdout) == (0, f"ematix-flow {__version__}\n")
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(app, ["no-such-command"])
+    assert result.exit_code == ExitCode.USAGE
+
+
+def test_connections_help_lists_its_commands() -> None:
+    result = CliRunner().invoke(app, ["connections", "--help"])
+    assert result.exit_code == 0
+    for command in ("list", "check", "set"):
+        assert command in result.stdout
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    """What keeps `flow --help` fast: psycopg, rich, pydantic and tomlkit load only
+    inside the commands that need them."""
+    code = (
+        "import sys, ematix_flow._cli.main\n"
+        "heavy = [m for m in ('psycopg', 'rich', 'pydantic', 'tomlkit', 'pgserver')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_exit_codes_are_stable() -> None:
+    assert [(c.name, int(c)) for c in ExitCode] == [
+        ("OK", 0),
+        ("RUN_FAILED", 1),
+        ("USAGE", 2),
+        ("CONFIG_ERROR", 3),
+    ]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _app_raising(exc: Exception) -> typer.Typer:
+    test_app = typer.Typer(cls=_FlowGroup)
+
+    @test_app.command()
+    def boom() -> None:
+        raise exc
+
+    @test_app.command()
+    def other() -> None:  # two commands, so `boom` stays a subcommand
+        pass
+
+    return test_app
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (ConfigurationError("bad [connections.x] entry"), ExitCode.CONFIG_ERROR),
+        (ConnectionFailedError("cannot connect to 'x'"), ExitCode.RUN_FAILED),
+        (SyncError("target failed"), ExitCode.RUN_FAILED),
+    ],
+)
+def test_errors_become_one_message_on_stderr_and_an_exit_code(
+    exc: Exception, code: ExitCode
+) -> None:
+    result = CliRunner().invoke(_app_raising(exc), ["boom"])
+    assert result.exit_code == code
+    assert result.stdout == ""
+    assert result.stderr == f"error: {exc}\n"  # markup-like text printed literally
+
+
+def test_other_exceptions_are_not_swallowed() -> None:
+    result = CliRunner().invoke(_app_raising(RuntimeError("bug")), ["boom"])
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_a_config_error_from_the_real_cli_has_no_traceback() -> None:
+    result = run_flow("connections", "check", "nowhere")
+    assert result.returncode == ExitCode.CONFIG_ERROR
+    assert result.stderr.startswith("error: no connection named 'nowhere'")
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- colour
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def colour_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    _output.set_no_color(False)
+
+
+def test_a_terminal_gets_colour(colour_allowed: None) -> None:
+    assert _output.console(file=_Tty()).color_system is not None
+
+
+def test_no_color_environment_variable_disables_colour(
+    colour_allowed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert _output.console(file=_Tty()).color_system is None
+
+
+def test_no_color_option_disables_colour(colour_allowed: None) -> None:
+    result = CliRunner().invoke(app, ["--no-color", "connections", "list"])
+    assert result.exit_code == 0
+    try:
+        assert _output.color_disabled()
+        assert _output.console(file=_Tty()).color_system is None
+    finally:
+        _output.set_no_color(False)
+    result = CliRunner().invoke(app, ["connections", "list"])
+    assert not _output.color_disabled()  # the option does not outlive its invocation
+
+
+def test_a_pipe_gets_no_colour(colour_allowed: None) -> None:
+    assert _output.console(file=io.StringIO()).color_system is None
