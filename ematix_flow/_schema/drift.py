@@ -237,6 +237,7 @@ def compare_table(spec: TableSpec, reflected: TableSpec) -> list[Difference]:
     at = {"schema": spec.schema, "table": spec.name}
     out: list[Difference] = []
     existing = {c.name: c for c in reflected.columns}
+    declared = set(spec.column_names)
     for col in spec.columns:
         found = existing.get(col.name)
         if found is None:
@@ -256,7 +257,7 @@ def compare_table(spec: TableSpec, reflected: TableSpec) -> list[Difference]:
     out.extend(
         ColumnExtra(**at, column=c.name, type=c.type, nullable=c.nullable)
         for c in reflected.columns
-        if not spec.has_column(c.name)
+        if c.name not in declared
     )
     if spec.primary_key != reflected.primary_key:
         out.append(

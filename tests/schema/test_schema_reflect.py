@@ -276,3 +276,15 @@ def test_reflection_ignores_the_connections_row_factory(dbs: Any) -> None:
     with dbs.connect("warehouse", row_factory=dict_row) as conn:
         create(conn, spec)
         assert reflect(conn, spec) == spec
+
+
+def test_a_partitioned_table_reflects_like_a_table(wh: psycopg.Connection[Any]) -> None:
+    wh.execute(
+        "CREATE TABLE public.events (id bigint NOT NULL, day date NOT NULL, note text, "
+        "PRIMARY KEY (day, id), UNIQUE (id, day)) PARTITION BY RANGE (day)"
+    )
+    reflected = reflect_table(wh, "public", "events")
+    assert reflected is not None
+    assert reflected.column_names == ("id", "day", "note")
+    assert reflected.primary_key == ("day", "id")
+    assert reflected.unique_constraints == (("id", "day"),)
