@@ -89,7 +89,11 @@ def _parse_dsn(dsn: str, *, where: str) -> dict[str, str]:
     except ProgrammingError as exc:
         # libpq quotes the token it choked on, which may be part of a password: keep
         # the reason, drop the quoted text.
-        reason = re.sub(r'"[^"]{2,}"', '"…"', redact_dsn(str(exc).strip()))
+        reason = re.sub(
+            r'"([^"]*)"',
+            lambda m: m[0] if m[1] == "=" else '"…"',
+            redact_dsn(str(exc).strip()),
+        )
         raise ConfigurationError(
             f"{where}: the DSN is not a valid PostgreSQL URL or key=value connection string "
             f"({reason}). Expected e.g. 'postgresql://user:password@host:5432/dbname' or "
