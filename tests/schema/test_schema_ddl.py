@@ -142,3 +142,11 @@ def test_the_ddl_module_examples_run() -> None:
 
     result = doctest.testmod(ddl)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_a_reflected_unknown_type_is_never_rendered() -> None:
+    from ematix_flow._schema import UnknownType
+
+    spec = TableSpec("s", "t", (ColumnSpec("tags", UnknownType("text[]")),))
+    with pytest.raises(DefinitionError, match=r"'tags' of table s\.t has type 'text\[\]'"):
+        create_table_sql(spec)
