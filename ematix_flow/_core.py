@@ -40,11 +40,12 @@ _MASK = "***"
 # ``scheme://user:password@`` — the password is whatever sits between the first ':' of the
 # userinfo and the '@' that ends it.
 _URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@?#\s]*):(?P<pw>[^@/?#\s]*)@")
-# ``?password=…`` / ``&password=…`` in a URL's query string.
-_URL_QUERY = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
-# ``password=…`` in a key=value conninfo string, quoted or not.
+# ``?password=…`` / ``&password=…`` in a URL's query string (and ``sslpassword``, the
+# passphrase of a client key).
+_URL_QUERY = re.compile(r"(?P<head>[?&](?:ssl)?password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
+# ``password=…`` / ``sslpassword=…`` in a key=value conninfo string, quoted or not.
 _CONNINFO = re.compile(
-    r"(?P<head>(?<![\w?&])password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'][^\s]*)",
+    r"(?P<head>(?<![\w?&])(?:ssl)?password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s'][^\s]*)",
     re.IGNORECASE,
 )
 _URL_SCHEME = re.compile(r"^\s*(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")

@@ -84,7 +84,7 @@ _HOW_TO = (
 
 class _NotGiven:
     def __repr__(self) -> str:
-        return "<default>"
+        return repr(DEFAULT_NAME)
 
 
 _NOT_GIVEN: Any = _NotGiven()

@@ -35,6 +35,14 @@ PASSWORD = "S3cr3t-Pw-9f4e"
         ),
         (f"host=db password={PASSWORD} dbname=wh", "host=db password=*** dbname=wh"),
         ("host=db password='S3cr3t Pw 9f4e' dbname=wh", "host=db password=*** dbname=wh"),
+        (
+            f"host=db sslpassword={PASSWORD} password = {PASSWORD}",
+            "host=db sslpassword=*** password = ***",
+        ),
+        (
+            f"postgresql://db/wh?sslpassword={PASSWORD}&user=app",
+            "postgresql://db/wh?sslpassword=***&user=app",
+        ),
         ("postgresql://app@db/wh", "postgresql://app@db/wh"),
         ("postgresql://app:@/wh?host=/tmp/x", "postgresql://app:@/wh?host=/tmp/x"),
     ],
