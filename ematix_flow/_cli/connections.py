@@ -85,7 +85,11 @@ def check(
         if not entries:
             raise fail(f"no connections configured. {_HOW_TO_CONFIGURE}", ExitCode.CONFIG_ERROR)
 
-    results = [_check_one(e, timeout) for e in entries]
+    # Connections are checked side by side: unreachable hosts each wait for the timeout.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
+        results = list(pool.map(lambda e: _check_one(e, timeout), entries))
     if output is OutputFormat.json:
         print_json(results)
     else:

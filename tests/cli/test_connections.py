@@ -295,3 +295,13 @@ def test_set_refuses_to_overwrite_a_malformed_file() -> None:
     assert code == ExitCode.CONFIG_ERROR
     assert "line 1" in err
     assert user_file().read_text() == "[connections\n"
+
+
+def test_set_stores_an_interpolated_dsn_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, _ = flow("connections", "set", "warehouse=${WH_DSN_FOR_SET}")
+    assert code == ExitCode.OK
+    assert '"${WH_DSN_FOR_SET}"' in user_file().read_text()
+    monkeypatch.setenv("WH_DSN_FOR_SET", f"postgresql://u:{PASSWORD}@interp-host/dw")
+    code, out, _ = flow("connections", "list")
+    assert code == ExitCode.OK
+    assert "interp-host" in out

@@ -150,3 +150,10 @@ def test_open_failure_for_a_missing_database(dbs: Databases) -> None:
     assert 'database "no_such_db_here" does not exist' in message
     assert PASSWORD not in message
     assert "password=***" in message
+
+
+def test_connect_is_exported_from_the_package() -> None:
+    import ematix_flow
+
+    assert ematix_flow.connect is config.connect
+    assert "connect" in ematix_flow.__all__
