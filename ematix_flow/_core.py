@@ -179,9 +179,7 @@ class Connection:
             reason = redact_dsn(" ".join(str(exc).split()), password)
             error = ConnectionFailedError(
                 f"cannot connect to {self.name or 'the explicit url'!r} "
-                f"({self.redacted}, configured in {self.origin}): {reason}. Check that the "
-                "server is running and reachable and that the DSN is right "
-                "(`flow connections check` tests every configured connection)"
+                f"({self.redacted}, configured in {self.origin}): {reason}"
             )
             if password and password in str(exc):
                 raise error from None

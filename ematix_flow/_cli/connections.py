@@ -31,8 +31,7 @@ _HOW_TO_CONFIGURE = (
 
 @app.command("list")
 def list_(output: FormatOption = OutputFormat.text) -> None:
-    """Show every configured connection: where it is configured, host, port, database
-    and user (never a password)."""
+    """Show each configured connection: origin, host, port, database, user (no password)."""
     from ematix_flow.config import configured_connections
 
     entries = configured_connections()
@@ -73,8 +72,7 @@ def check(
     ] = 5,
     output: FormatOption = OutputFormat.text,
 ) -> None:
-    """Connect to each configured connection and report OK or FAILED with the reason;
-    exits non-zero when any failed."""
+    """Connect to each connection (or NAME): OK or FAILED with the reason; exit 1 if any failed."""
     from ematix_flow.config import ConfiguredConnection, configured_connections, connect
 
     if name is not None:
@@ -123,8 +121,7 @@ def set_(
         ),
     ],
 ) -> None:
-    """Save a connection in ~/.ematix-flow/connections.toml (other entries and comments
-    are kept; the file is private to you, mode 0600)."""
+    """Save NAME=DSN in ~/.ematix-flow/connections.toml (mode 0600; other entries are kept)."""
     from ematix_flow.config import connect, overriding_sources, save_user_connection
 
     name, sep, dsn = assignment.partition("=")
