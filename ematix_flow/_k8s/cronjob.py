@@ -46,6 +46,7 @@ __all__ = [
     "cronjob_labels",
     "cronjob_name",
     "dsn_env_name",
+    "label_value",
     "render_cronjob",
     "selector_labels",
 ]
@@ -71,7 +72,12 @@ def _shorten(text: str, limit: int) -> str:
     return f"{text[: limit - 9].rstrip('-_.')}-{digest}"
 
 
-def _label_value(text: str) -> str:
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (≤ 63 chars, shortened with a stable hash).
+
+    >>> label_value("customer_sync")
+    'customer_sync'
+    """
     value = _shorten(text, 63)
     if not _LABEL_VALUE.match(value):
         value = re.sub(r"[^-A-Za-z0-9_.]", "-", value).strip("-_.")
@@ -100,7 +106,7 @@ def selector_labels(name: str) -> dict[str, str]:
     """Labels that select the CronJob, Jobs and pods of the resource ``name``."""
     return {
         "app.kubernetes.io/name": "ematix-flow",
-        "app.kubernetes.io/instance": _label_value(name),
+        "app.kubernetes.io/instance": label_value(name),
     }
 
 
@@ -111,7 +117,7 @@ def cronjob_labels(name: str, pipeline: str) -> dict[str, str]:
         "app.kubernetes.io/component": "pipeline",
         "app.kubernetes.io/part-of": "ematix-flow",
         "app.kubernetes.io/managed-by": "ematix-flow-operator",
-        LABEL_PIPELINE: _label_value(pipeline),
+        LABEL_PIPELINE: label_value(pipeline),
     }
 
 
