@@ -33,6 +33,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import CONFIG_ERROR, USAGE
 from ematix_flow._k8s import model
 from ematix_flow._k8s.summary import TERMINATION_MESSAGE_ENV, TERMINATION_MESSAGE_PATH
@@ -150,10 +151,10 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _container(spec: model.EmatixPipelineSpec) -> dict[str, Any]:
+def _container(spec: model.EmatixPipelineSpec, image: str) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": spec.image,
+        "image": image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["flow", "run", spec.pipeline, "--module", spec.module],
         "env": _env(spec),
@@ -169,14 +170,14 @@ def _container(spec: model.EmatixPipelineSpec) -> dict[str, Any]:
     return container
 
 
-def _pod_spec(spec: model.EmatixPipelineSpec) -> dict[str, Any]:
+def _pod_spec(spec: model.EmatixPipelineSpec, image: str) -> dict[str, Any]:
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": {
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(spec)],
+        "containers": [_container(spec, image)],
         "volumes": [{"name": _TMP_VOLUME, "emptyDir": {}}],
     }
     if spec.service_account_name is not None:
@@ -217,22 +218,32 @@ def render_cronjob(
     namespace: str,
     uid: str,
     spec: model.EmatixPipelineSpec | Mapping[str, Any],
+    *,
+    default_image: str | None = None,
 ) -> dict[str, Any]:
     """The ``batch/v1`` CronJob for the EmatixPipeline ``namespace/name``.
 
     ``uid`` is the resource's ``metadata.uid`` (for the owner reference). ``spec`` is
     the parsed model or the resource's camelCase ``spec`` dict; a dict that does not
     fit the model raises :class:`pydantic.ValidationError` (a bad spec: retrying will
-    not help). The result is a plain, JSON-ready dict; the same input gives the same
-    output.
+    not help). ``default_image`` is used when the spec names no image (the operator's
+    ``EMATIX_FLOW_OPERATOR_DEFAULT_IMAGE``); with neither,
+    :class:`~ematix_flow._errors.ConfigurationError` is raised. The result is a plain,
+    JSON-ready dict; the same input gives the same output.
     """
     if not isinstance(spec, model.EmatixPipelineSpec):
         spec = model.EmatixPipelineSpec.from_k8s(dict(spec))
+    image = spec.image or default_image
+    if not image:
+        raise ConfigurationError(
+            f"EmatixPipeline {namespace}/{name} names no image and the operator has no "
+            "default pipeline image: set spec.image, or the chart value pipelineImage"
+        )
     labels = cronjob_labels(name, spec.pipeline)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": _pod_failure_policy(),
-        "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(spec)},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(spec, image)},
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds

@@ -247,9 +247,13 @@ class EmatixPipelineSpec(_Model):
         max_length=253,
         description="Python module that registers the pipeline (`--module`).",
     )
-    image: str = Field(
+    image: str | None = Field(
+        default=None,
         min_length=1,
-        description="Container image holding `flow` and the pipeline's module.",
+        description=(
+            "Container image holding `flow` and the pipeline's module; default: the "
+            "operator's default pipeline image (chart value pipelineImage)."
+        ),
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy of the pipeline container."

@@ -126,7 +126,7 @@ def test_schema_is_structural() -> None:
 def test_schema_carries_defaults_and_list_map_keys() -> None:
     spec = crd_schema()["properties"]["spec"]
     props = spec["properties"]
-    assert set(spec["required"]) == {"pipeline", "module", "image", "schedule"}
+    assert set(spec["required"]) == {"pipeline", "module", "schedule"}
     assert props["concurrencyPolicy"]["default"] == "Forbid"
     assert props["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
     assert props["suspend"]["default"] is False
@@ -209,11 +209,12 @@ def test_schema_and_model_reject_the_same_bad_values(field: str, value: Any) -> 
 
 
 def test_missing_required_fields_are_rejected() -> None:
-    doc = _resource()
-    del doc["spec"]["image"]
-    assert any("'image' is a required property" in e for e in custom_errors(doc))
-    with pytest.raises(pydantic.ValidationError, match="image"):
-        model.EmatixPipelineSpec.from_k8s(doc["spec"])
+    for field in ("pipeline", "module", "schedule"):
+        doc = _resource()
+        del doc["spec"][field]
+        assert any(f"'{field}' is a required property" in e for e in custom_errors(doc))
+        with pytest.raises(pydantic.ValidationError, match=field):
+            model.EmatixPipelineSpec.from_k8s(doc["spec"])
 
 
 def test_model_fills_the_same_defaults_as_the_schema() -> None:

@@ -9,6 +9,7 @@ import pydantic
 import pytest
 from _k8s_testing import validate_strict
 
+from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import CONFIG_ERROR, RUN_FAILED
 from ematix_flow._k8s import model
 from ematix_flow._k8s.cronjob import (
@@ -104,6 +105,16 @@ def test_rendering_is_pure_and_accepts_the_model_or_its_dict() -> None:
 def test_a_spec_that_does_not_fit_the_model_raises() -> None:
     with pytest.raises(pydantic.ValidationError, match="schedule"):
         render_cronjob("x", "data", UID, {**MINIMAL, "schedule": "every hour"})
+
+
+def test_image_falls_back_to_the_operators_default() -> None:
+    no_image = {k: v for k, v in MINIMAL.items() if k != "image"}
+    cronjob = render_cronjob("c", "data", UID, no_image, default_image="reg/default:2")
+    assert _container(cronjob)["image"] == "reg/default:2"
+    own = render_cronjob("c", "data", UID, MINIMAL, default_image="reg/default:2")
+    assert _container(own)["image"] == MINIMAL["image"]
+    with pytest.raises(ConfigurationError, match="data/c names no image"):
+        render_cronjob("c", "data", UID, no_image)
 
 
 def test_owner_reference_points_at_the_resource() -> None:
