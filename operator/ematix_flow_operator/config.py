@@ -1,0 +1,62 @@
+"""How one operator process runs: what it watches, how often it re-checks, how it logs.
+
+Built by the command line (:mod:`~ematix_flow_operator.cli`) or directly by tests::
+
+    OperatorConfig(namespaces=("data",), recheck_interval=60)
+    OperatorConfig(all_namespaces=True, log_format="json")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ematix_flow._errors import ConfigurationError
+
+__all__ = ["DEFAULT_LIVENESS", "OperatorConfig"]
+
+#: kopf's health endpoint; the chart's liveness and readiness probes call it.
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorConfig:
+    """Options of one operator process (frozen; see the module docstring)."""
+
+    #: Namespaces to watch (exact names or kopf globs such as ``team-*``).
+    namespaces: tuple[str, ...] = ()
+    #: Watch every namespace (needs cluster-wide RBAC). Exclusive with ``namespaces``.
+    all_namespaces: bool = False
+    #: Seconds between re-checks of each resource's CronJob and latest run (a CronJob
+    #: deleted while the operator was not watching is restored at the latest then).
+    recheck_interval: float = 60.0
+    #: Seconds before a handler that hit a transient API error (409, 5xx) runs again.
+    retry_delay: float = 10.0
+    #: Explicit kubeconfig file; default: in-cluster service account, else ~/.kube/config.
+    kubeconfig: str | None = None
+    #: kopf's liveness endpoint (``None`` disables it).
+    liveness_endpoint: str | None = DEFAULT_LIVENESS
+    #: ``full`` (timestamped text), ``plain`` (messages only) or ``json`` (one object a line).
+    log_format: Literal["full", "plain", "json"] = "full"
+    verbose: bool = False
+    debug: bool = False
+    #: kopf peering name for leader election between replicas (needs kopf's peering
+    #: CRDs); ``None`` runs standalone, which is what one replica needs.
+    peering: str | None = None
+    #: Peering priority of this replica (the highest one runs, the others wait).
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if bool(self.namespaces) == bool(self.all_namespaces):
+            raise ConfigurationError(
+                "the operator needs its scope: pass --namespace NAME (repeatable) to watch "
+                "some namespaces, or --all-namespaces to watch them all — exactly one of them"
+            )
+        if self.recheck_interval <= 0 or self.retry_delay <= 0:
+            raise ConfigurationError(
+                "--recheck-interval and the retry delay must be positive numbers of seconds"
+            )
+        if self.log_format not in {"full", "plain", "json"}:
+            raise ConfigurationError(
+                f"unknown log format {self.log_format!r}: use full, plain or json"
+            )

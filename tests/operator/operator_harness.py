@@ -1,0 +1,249 @@
+"""Run the API emulator and the real operator in threads; talk to both like a user.
+
+* :class:`Cluster` — :class:`~kube_emulator.StrictEmulator` served by ``kmock.Server`` on
+  127.0.0.1 in its own thread and event loop, a kubeconfig file pointing at it, and a
+  ``kubernetes`` client (its own configuration, never the process-wide default) for the
+  test's requests, exactly as ``kubectl`` would make them.
+* :class:`OperatorThread` — the operator's real entry point
+  (:func:`ematix_flow_operator.run`) with kopf in its own thread and event loop, started
+  and stopped with kopf's ``ready_flag``/``stop_flag``.
+* :func:`wait_for` — poll a condition until it holds or a timeout says what was last seen.
+
+Code in the emulator's loop only awaits; the test's blocking calls go over HTTP from the
+main thread, so neither loop can deadlock the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kmock
+import kopf
+import kubernetes.client
+import kubernetes.config
+import yaml
+from ematix_flow_operator import OperatorConfig, build_registry, run
+from kube_emulator import StrictEmulator
+
+from ematix_flow._k8s.model import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+
+__all__ = ["Cluster", "OperatorThread", "fast_settings", "wait_for"]
+
+T = TypeVar("T")
+RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 15.0, what: str = "condition") -> T:
+    """Call ``probe`` until it returns something truthy; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(0.05)
+
+
+class Cluster:
+    """The emulated Kubernetes API, its kubeconfig, and clients for the test."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="k8s-api", daemon=True)
+        self.emulator: StrictEmulator
+        self._server: kmock.Server
+        self.url = ""
+        self.kubeconfig = workdir / "kubeconfig"
+
+    def __enter__(self) -> Cluster:
+        self._thread.start()
+        self._call(self._start())
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                    "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                    "contexts": [
+                        {
+                            "name": "emulator",
+                            "context": {"cluster": "emulator", "user": "tester"},
+                        }
+                    ],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        self.api = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.batch = kubernetes.client.BatchV1Api(self.api)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.close()
+        self._call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        self.emulator = StrictEmulator()
+        self.emulator.resources.load_bundled()
+        self.emulator.resources[RESOURCE] = kmock.ResourceInfo(
+            kind=KIND,
+            singular=SINGULAR,
+            namespaced=True,
+            shortnames=set(SHORT_NAMES),
+            verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+            subresources={"status"},
+        )
+        await self.emulator.__aenter__()
+        self._server = kmock.Server(self.emulator)
+        await self._server.__aenter__()
+        self.url = str(self._server.url).rstrip("/")
+
+    async def _stop(self) -> None:
+        await self._server.__aexit__(None, None, None)
+        await self.emulator.__aexit__(None, None, None)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def _in_loop(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return self._call(call())
+
+    # --- reading the stored state (in the emulator's loop, never concurrently) ----------
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._in_loop(lambda: self.emulator.get(resource, namespace, name))
+
+    def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return self._in_loop(lambda: self.emulator.list(resource, namespace))
+
+    def fail_next(self, method: str, path: str, *, status: int = 500, times: int = 1) -> None:
+        self._in_loop(lambda: self.emulator.fail_next(method, path, status=status, times=times))
+
+    def requests(self, method: str, path_part: str) -> int:
+        """How many requests with ``method`` and ``path_part`` in the path were served."""
+        return self._in_loop(
+            lambda: sum(
+                1
+                for r in self.emulator.requests
+                if str(r.method.value).upper() == method.upper() and path_part in r.url.path
+            )
+        )
+
+    # --- the test's API calls (as a user with kubectl would) ----------------------------
+
+    def create_pipeline(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def patch_pipeline(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+        )
+
+    def pipeline(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(RESOURCE, namespace, name)
+
+    def status(self, namespace: str, name: str) -> dict[str, Any]:
+        body = self.pipeline(namespace, name) or {}
+        return body.get("status") or {}
+
+    def cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get("batch/v1/cronjobs", namespace, name)
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.list("v1/events", namespace)
+            if (e.get("involvedObject") or {}).get("name") == name
+        ]
+
+
+def fast_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """kopf settings for tests: short watch cycles, short backoffs, quiet logs."""
+    settings.watching.server_timeout = 10
+    settings.watching.client_timeout = 15
+    settings.watching.connect_timeout = 2
+    settings.watching.reconnect_backoff = 0.05
+    settings.networking.error_backoffs = [0.1, 0.2, 0.5]
+    settings.queueing.idle_timeout = 0.5
+    settings.queueing.exit_timeout = 0.5
+    settings.queueing.error_delays = [0.1, 0.2, 0.5, 1.0]
+    settings.posting.default_backoffs = [0.1, 0.2, 0.5]
+    settings.persistence.consistency_timeout = 1.0
+
+
+class OperatorThread:
+    """The real operator (``ematix_flow_operator.run``) in a thread of its own."""
+
+    def __init__(self, cluster: Cluster, **config: Any) -> None:
+        config.setdefault("all_namespaces", not config.get("namespaces"))
+        config.setdefault("recheck_interval", 1.0)
+        config.setdefault("retry_delay", 0.3)
+        config.setdefault("liveness_endpoint", None)
+        self.config = OperatorConfig(kubeconfig=str(cluster.kubeconfig), **config)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def _main(self) -> None:
+        registry = build_registry(self.config)
+        kopf.on.startup(registry=registry, id="test-settings")(fast_settings)
+        try:
+            asyncio.run(
+                run(self.config, registry=registry, stop_flag=self._stop, ready_flag=self._ready)
+            )
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> OperatorThread:
+        self._stop.clear()
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise AssertionError(f"the operator did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(20)
+            assert not self._thread.is_alive(), "the operator did not stop"
+        if self.error is not None:
+            raise AssertionError(f"the operator crashed: {self.error!r}") from self.error
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
