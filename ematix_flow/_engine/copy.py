@@ -1,0 +1,41 @@
+"""The cross-DB pipe: ``COPY (…) TO STDOUT (FORMAT BINARY)`` on the source streamed into
+``COPY stage FROM STDIN (FORMAT BINARY)`` on the target.
+
+psycopg yields one COPY message per row; writing each to the target costs a Python call
+per row. Blocks are therefore coalesced into ~128 KiB buffers before ``write`` (30%
+faster in perf.md's measurements). Memory stays flat: at most one buffer is held.
+The binary stream passes through untouched (header, tuples, trailer), which is valid
+because the stage columns have exactly the source's (built-in) types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+__all__ = ["BUFFER_BYTES", "pipe"]
+
+BUFFER_BYTES = 128 * 1024
+
+
+def pipe(
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    copy_out: str,
+    copy_in: str,
+    *,
+    buffer_bytes: int = BUFFER_BYTES,
+) -> int:
+    """Stream the rows of ``copy_out`` into ``copy_in``; return the rows copied."""
+    with source.cursor() as scur, target.cursor() as tcur:
+        with scur.copy(copy_out) as out, tcur.copy(copy_in) as into:
+            buf = bytearray()
+            for block in out:
+                buf += block
+                if len(buf) >= buffer_bytes:
+                    into.write(bytes(buf))
+                    buf.clear()
+            if buf:
+                into.write(bytes(buf))
+        return max(tcur.rowcount, 0)

@@ -1,0 +1,388 @@
+"""``execute(plan)``: run one target's plan in one transaction; the outcome as data.
+
+Order inside the target transaction::
+
+    pg_try_advisory_xact_lock(pipeline, target)   -- loser: a 'skipped' row, no data touched
+    set batch id / watermark (transaction-local settings)
+    inspect target + describe source, rebuild the plan from those facts
+    DDL (schema, table, additive drift, SCD2 index)
+    [cross-DB: temp stage + binary COPY pipe]
+    data statement(s)                              -- in a savepoint, for diagnostics
+    watermark, run_history row
+    COMMIT  (dry_run: ROLLBACK)
+
+The state schema is created before (its own short transaction, under an advisory
+lock). A failed run is rolled back and then recorded as ``failed`` in its own
+transaction. ``execute`` does not raise for a failed run: the :class:`TargetResult`
+carries the error (and the exception, for callers that re-raise).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ematix_flow._engine import state
+from ematix_flow._engine.copy import pipe
+from ematix_flow._engine.explain import driver_message, explain
+from ematix_flow._engine.inspect import describe_source, inspect_target
+from ematix_flow._engine.plan import Plan, Step, build_plan, copy_in_sql, copy_out_sql, stage_sql
+from ematix_flow._errors import EmatixFlowError, SourceError, SyncError
+
+__all__ = ["StepResult", "TargetResult", "execute"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    label: str
+    kind: str
+    rows: dict[str, Any] | int | None
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "rows": self.rows,
+            "duration_s": round(self.duration_s, 6),
+        }
+
+
+@dataclass
+class TargetResult:
+    """The outcome of one target: counts, path, batch id, per-step rows, error."""
+
+    pipeline: str
+    target: str
+    mode: str
+    status: str  # succeeded | failed | skipped | planned
+    path: str | None = None
+    batch_id: str | None = None
+    duration_s: float = 0.0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    rows_unchanged: int = 0
+    rows_expired: int = 0
+    source_rows: int | None = None
+    watermark_before: str | None = None
+    watermark_after: str | None = None
+    steps: tuple[StepResult, ...] = ()
+    error: str | None = None
+    dry_run: bool = False
+    plan: Plan | None = field(default=None, repr=False)
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    t0: float = field(default=0.0, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "planned")
+
+    def summary(self) -> dict[str, Any]:
+        """The dict ``pipeline.sync`` returns."""
+        return {
+            "target": self.target,
+            "status": self.status,
+            "path": self.path,
+            "rows_inserted": self.rows_inserted,
+            "rows_updated": self.rows_updated,
+            "rows_deleted": self.rows_deleted,
+            "rows_unchanged": self.rows_unchanged,
+            "batch_id": self.batch_id,
+            "duration_s": self.duration_s,
+            "error": self.error,
+        }
+
+    def to_dict(self, *, stable: bool = False) -> dict[str, Any]:
+        """JSON-ready; ``stable=True`` leaves out batch id and timings."""
+        d: dict[str, Any] = {
+            "pipeline": self.pipeline,
+            "target": self.target,
+            "mode": self.mode,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "path": self.path,
+            "rows_inserted": self.rows_inserted,
+            "rows_updated": self.rows_updated,
+            "rows_deleted": self.rows_deleted,
+            "rows_unchanged": self.rows_unchanged,
+            "rows_expired": self.rows_expired,
+            "source_rows": self.source_rows,
+            "watermark_before": self.watermark_before,
+            "watermark_after": self.watermark_after,
+            "error": self.error,
+            "steps": [s.to_dict() for s in self.steps],
+            "plan": self.plan.to_dict() if self.plan is not None else None,
+        }
+        if stable:
+            for s in d["steps"]:
+                s.pop("duration_s")
+        else:
+            d["batch_id"] = self.batch_id
+            d["duration_s"] = round(self.duration_s, 6)
+        return d
+
+
+class _Skipped(Exception):
+    pass
+
+
+def execute(
+    plan: Plan,
+    *,
+    dry_run: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> TargetResult:
+    """Run ``plan`` (rebuilt from the databases' current facts) in one transaction.
+
+    Example::
+
+        result = execute(plan(options, source, conn, pipeline="p"))
+        result.rows_inserted, result.status
+    """
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    batch_id = str(uuid.uuid4())
+    result = TargetResult(
+        pipeline=plan.pipeline,
+        target=plan.target,
+        mode=plan.mode,
+        status="failed",
+        path=plan.path,
+        batch_id=batch_id,
+        dry_run=dry_run,
+        plan=plan,
+        watermark_before=plan.watermark_before,
+        t0=t0,
+    )
+    schema = plan.state_schema
+    where = f"Pipeline {plan.pipeline}, target {plan.target}"
+    tconn: psycopg.Connection[Any] | None = None
+    sconn: psycopg.Connection[Any] | None = None
+    try:
+        tconn = plan.target_conn_obj.open(autocommit=True)
+        state.ensure_state(tconn, schema)
+        _run(plan, tconn, result, dry_run=dry_run, batch_id=batch_id, where=where, on_step=on_step)
+        result.status = "succeeded"
+    except _Skipped:
+        result.status = "skipped"
+        result.error = (
+            f"another run of pipeline {plan.pipeline} is writing target {plan.target}; "
+            "this run did not touch it"
+        )
+    except EmatixFlowError as exc:
+        result.error = str(exc)
+        result.exception = exc
+    except psycopg.Error as exc:
+        err = SyncError(f"{where}: {driver_message(exc)}")
+        err.__cause__ = exc
+        result.error = str(err)
+        result.exception = err
+    finally:
+        if sconn is not None:
+            sconn.close()
+    result.duration_s = time.perf_counter() - t0
+    result.t0 = 0.0
+    if tconn is not None:
+        try:
+            if result.status in ("failed", "skipped") and not dry_run and not tconn.closed:
+                _record(tconn, schema, result, started)
+        except psycopg.Error:
+            pass  # the failure itself is what the caller needs to see
+        finally:
+            tconn.close()
+    return result
+
+
+def _record(
+    conn: psycopg.Connection[Any], schema: str, result: TargetResult, started: datetime
+) -> None:
+    with conn.transaction():
+        conn.execute(state.record_run_sql(schema), _history_params(result, started))
+
+
+def _history_params(result: TargetResult, started: datetime) -> dict[str, Any]:
+    return {
+        "pipeline": result.pipeline,
+        "target": result.target,
+        "mode": result.mode,
+        "status": result.status,
+        "path": result.path,
+        "batch_id": result.batch_id,
+        "started_at": started,
+        "finished_at": datetime.now(UTC),
+        "duration_s": time.perf_counter() - result.t0 if result.t0 else result.duration_s,
+        "rows_inserted": result.rows_inserted,
+        "rows_updated": result.rows_updated,
+        "rows_deleted": result.rows_deleted,
+        "rows_unchanged": result.rows_unchanged,
+        "error": result.error,
+    }
+
+
+def _run(
+    plan: Plan,
+    conn: psycopg.Connection[Any],
+    result: TargetResult,
+    *,
+    dry_run: bool,
+    batch_id: str,
+    where: str,
+    on_step: Callable[[str], None] | None,
+) -> None:
+    options = plan.options
+    started = datetime.now(UTC)
+    steps: list[StepResult] = []
+    sconn: psycopg.Connection[Any] | None = None
+    try:
+        with conn.transaction():
+            got = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
+                (state.LOCK_NAMESPACE, state.lock_key(plan.pipeline, plan.target)),
+            ).fetchone()
+            if not (got and got[0]):
+                raise _Skipped
+            conn.execute("SELECT set_config('ematix_flow.batch_id', %s, true)", (batch_id,))
+            tfacts = inspect_target(
+                conn,
+                options.table,
+                state_schema=plan.state_schema,
+                pipeline=plan.pipeline,
+                incremental=options.incremental_column is not None,
+            )
+            source_sql = plan.source_obj.select_sql(options.table)
+            if plan.path == "cross_db":
+                sconn = plan.source_conn_obj.open(autocommit=True)
+                describe_conn = sconn
+            else:
+                describe_conn = conn
+            try:
+                if describe_conn is conn:
+                    with conn.transaction():
+                        scols = describe_source(conn, source_sql)
+                else:
+                    scols = describe_source(describe_conn, source_sql)
+            except psycopg.Error as exc:
+                raise SourceError(
+                    f"{where}: the source {plan.source} failed: {driver_message(exc)}"
+                ) from exc
+            final = build_plan(
+                options,
+                plan.source_obj,
+                plan.target_conn_obj,
+                plan.source_conn_obj,
+                pipeline=plan.pipeline,
+                tfacts=tfacts,
+                scols=scols,
+                state_schema_name=plan.state_schema,
+            )
+            result.plan = final
+            result.path = final.path
+            result.watermark_before = final.watermark_before
+            if final.problems:
+                raise final.problems[0].error() if len(final.problems) == 1 else _joined(final)
+            if tfacts.watermark is not None:
+                conn.execute(
+                    "SELECT set_config('ematix_flow.watermark', %s, true)", (tfacts.watermark,)
+                )
+                if sconn is not None:
+                    sconn.execute(
+                        "SELECT set_config('ematix_flow.watermark', %s, false)",
+                        (tfacts.watermark,),
+                    )
+            counts: dict[str, Any] = {}
+            for step in final.steps:
+                if on_step is not None:
+                    on_step(step.label)
+                t = time.perf_counter()
+                rows = _step(conn, sconn, final, step, counts, result, started, where, scols)
+                steps.append(StepResult(step.label, step.kind, rows, time.perf_counter() - t))
+            result.steps = tuple(steps)
+            if dry_run:
+                raise psycopg.Rollback()
+    finally:
+        if sconn is not None:
+            sconn.close()
+        if not result.steps:
+            result.steps = tuple(steps)
+
+
+def _joined(final: Plan) -> EmatixFlowError:
+    first = final.problems[0].error()
+    return type(first)("\n".join(p.message for p in final.problems))
+
+
+def _step(
+    conn: psycopg.Connection[Any],
+    sconn: psycopg.Connection[Any] | None,
+    plan: Plan,
+    step: Step,
+    counts: dict[str, Any],
+    result: TargetResult,
+    started: datetime,
+    where: str,
+    scols: Any,
+) -> dict[str, Any] | int | None:
+    ctx = plan.context
+    if step.kind == "stage":
+        conn.execute(stage_sql(ctx, scols))
+        return None
+    if step.kind == "copy":
+        assert sconn is not None
+        try:
+            n = pipe(sconn, conn, copy_out_sql(ctx, scols), copy_in_sql(ctx))
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"{where}: streaming the source {plan.source} failed: {driver_message(exc)}"
+            ) from exc
+        return n
+    if step.kind == "ddl":
+        cur = conn.execute(step.sql)
+        return cur.rowcount if cur.rowcount >= 0 else None
+    if step.kind == "data":
+        try:
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(step.sql).fetchone() or {}
+        except psycopg.Error as exc:
+            raise explain(exc, conn=conn, ctx=ctx, where=where, step=step.label) from exc
+        return _apply(row, counts, result)
+    # state steps
+    if step.label == "store watermark":
+        conn.execute(
+            step.sql,
+            {
+                "pipeline": plan.pipeline,
+                "target": plan.target,
+                "column": plan.incremental_column,
+                "watermark": counts.get("watermark") or plan.watermark_before,
+                "batch_id": result.batch_id,
+            },
+        )
+        result.watermark_after = counts.get("watermark") or plan.watermark_before
+        return 1
+    params = _history_params(result, started)
+    params["status"] = "succeeded"
+    conn.execute(step.sql, params)
+    return 1
+
+
+def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult) -> dict[str, Any]:
+    counts.update(values)
+    if "expired" in values:
+        result.rows_expired = int(values["expired"])
+        return values
+    result.rows_inserted = int(values.get("inserted", 0))
+    result.rows_updated = int(values.get("updated", 0))
+    result.rows_deleted = int(values.get("deleted", 0))
+    source_rows = int(values.get("source_rows", 0))
+    result.source_rows = source_rows
+    written = int(values.get("written", result.rows_inserted + result.rows_updated))
+    result.rows_unchanged = max(source_rows - written, 0)
+    return values

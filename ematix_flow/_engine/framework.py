@@ -1,0 +1,112 @@
+"""The columns and constraints the framework adds to a target, per mode.
+
+DESIGN.md's table: ``append`` adds ``_loaded_at``/``_batch_id``; ``scd1`` adds
+``row_hash``/``_updated_at``; ``scd2`` adds ``valid_from``/``valid_to``/``is_current``/
+``row_hash``; ``handle_deletes="soft"`` on merge/scd1 adds ``_deleted_at``.
+
+SCD2 keys (the choice, and why): in an SCD2 table one business key has many rows, so
+the *declared* primary key and unique constraints name the business key, and the
+*physical* table carries each of them with ``valid_from`` appended —
+``PRIMARY KEY (customer_id, valid_from)``. That keeps every version addressable and
+unique, gives "latest version of a key" an index, and leaves the declaration readable
+(what identifies a customer). "One current row per key" is enforced and served by a
+partial unique index ``<table>_current_key ON (keys) WHERE is_current``
+(:func:`current_index_name`), which the engine creates with the table (or adds to an
+existing table).
+
+A merge key that no declared constraint covers (explicit ``keys=``) gets a unique
+constraint when the engine creates the table; an existing table without one is refused
+by the planner, because ``ON CONFLICT`` needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from ematix_flow._errors import DefinitionError
+from ematix_flow._tablespec import MAX_IDENTIFIER_BYTES, ColumnSpec, TableSpec
+from ematix_flow.types import Boolean, Text, TimestampTZ, Uuid
+
+__all__ = ["current_index_name", "framework_columns", "physical_table"]
+
+
+def framework_columns(mode: str, handle_deletes: str | None) -> tuple[ColumnSpec, ...]:
+    out: list[ColumnSpec] = []
+    if mode == "append":
+        out += [
+            ColumnSpec("_loaded_at", TimestampTZ(), nullable=False, framework=True),
+            ColumnSpec("_batch_id", Uuid(), nullable=False, framework=True),
+        ]
+    elif mode == "scd1":
+        out += [
+            ColumnSpec("row_hash", Text(), nullable=False, framework=True),
+            ColumnSpec("_updated_at", TimestampTZ(), nullable=False, framework=True),
+        ]
+    elif mode == "scd2":
+        out += [
+            ColumnSpec("valid_from", TimestampTZ(), nullable=False, framework=True),
+            ColumnSpec("valid_to", TimestampTZ(), nullable=True, framework=True),
+            ColumnSpec("is_current", Boolean(), nullable=False, framework=True),
+            ColumnSpec("row_hash", Text(), nullable=False, framework=True),
+        ]
+    if handle_deletes == "soft" and mode in ("merge", "scd1"):
+        out.append(ColumnSpec("_deleted_at", TimestampTZ(), nullable=True, framework=True))
+    return tuple(out)
+
+
+def _covered(keys: tuple[str, ...], constraints: list[tuple[str, ...]]) -> bool:
+    return any(set(keys) == set(c) for c in constraints)
+
+
+def physical_table(
+    declared: TableSpec,
+    *,
+    mode: str,
+    keys: tuple[str, ...],
+    handle_deletes: str | None,
+    existing: TableSpec | None,
+) -> TableSpec:
+    """The table as it exists in the database: declared columns + framework columns,
+    and the constraints of the module docstring. ``existing`` is the reflected table
+    (``None`` when it will be created or is unknown)."""
+    base = replace(
+        declared,
+        columns=tuple(c for c in declared.columns if not c.framework),
+    )
+    extra = framework_columns(mode, handle_deletes)
+    for col in extra:
+        if base.has_column(col.name):
+            raise DefinitionError(
+                f"target {declared.qualified_name} declares column {col.name!r}, which "
+                f"mode={mode!r} adds itself; rename the column or choose another mode"
+            )
+    pk = tuple(base.primary_key)
+    uniques = [tuple(u) for u in base.unique_constraints]
+    if mode == "scd2":
+        pk = (*pk, "valid_from") if pk else ()
+        uniques = [(*u, "valid_from") for u in uniques]
+        wanted = (*keys, "valid_from")
+    else:
+        wanted = keys
+    if keys and not _covered(wanted, [pk, *uniques]):
+        has_it = existing is not None and wanted in existing.unique_constraints
+        if existing is None or has_it:
+            uniques.append(wanted)
+    return replace(
+        base,
+        columns=base.columns + extra,
+        primary_key=pk,
+        unique_constraints=tuple(uniques),
+    )
+
+
+def current_index_name(table: TableSpec) -> str:
+    """``<table>_current_key``, shortened with a hash beyond 63 bytes."""
+    name = f"{table.name}_current_key"
+    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(table.name.encode()).hexdigest()[:8]
+    tail = f"_{digest}_current_key"
+    head = table.name.encode()[: MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore")
+    return head + tail

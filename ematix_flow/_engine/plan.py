@@ -1,0 +1,629 @@
+"""``plan()``: turn a target's options and source into a :class:`Plan` — plain data.
+
+A Plan holds the ordered SQL steps (label, kind, SQL text) and every decision with its
+reason: the resolved connections (redacted), the path and why, the merge keys and where
+they came from, compare/update columns, the columns the framework adds, the watermark,
+the drift to apply, and the problems that will stop the run. ``preview`` renders it,
+``dry_run`` executes it and rolls back, a run executes and commits: one code path.
+
+A Plan is built from facts read from the databases (:mod:`.inspect`); without them
+(``inspect=False`` or an unreachable database) the parts that need them are marked
+unknown and the DDL steps are the ``IF NOT EXISTS`` forms. The executor rebuilds the
+plan from fresh facts under its advisory lock, so what runs always matches the
+database. ``to_dict()`` is stable: no timestamps, batch ids or random values (those are
+bound at execute time through ``current_setting('ematix_flow.*')``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from ematix_flow._engine import framework
+from ematix_flow._engine.inspect import SourceColumn, TargetFacts
+from ematix_flow._engine.keys import resolve_keys
+from ematix_flow._engine.options import TargetOptions
+from ematix_flow._engine.sql_append import append_sql
+from ematix_flow._engine.sql_common import STAGE, SqlContext, render
+from ematix_flow._engine.sql_merge import merge_sql
+from ematix_flow._engine.sql_scd2 import scd2_sql, ttl_sql
+from ematix_flow._engine.state import record_run_sql, state_schema, upsert_watermark_sql
+from ematix_flow._errors import DriftError, EmatixFlowError, SourceError, SyncError
+from ematix_flow.source import Source
+
+__all__ = ["Decision", "Plan", "Problem", "Step", "build_plan", "plan"]
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a plan. ``kind``: ddl, stage, copy, data, state."""
+
+    label: str
+    kind: str
+    sql: str
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "kind": self.kind, "sql": self.sql, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Decision:
+    topic: str
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        v = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {"topic": self.topic, "value": v, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops the run; the executor raises ``error(message)``."""
+
+    kind: str  # drift | unique_constraint | source_column
+    message: str
+
+    def error(self) -> EmatixFlowError:
+        cls = {"drift": DriftError, "source_column": SourceError}.get(self.kind, SyncError)
+        return cls(self.message)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    target: str
+    mode: str
+    path: str
+    target_connection: str
+    source_connection: str
+    source: str
+    source_sql: str
+    keys: tuple[str, ...]
+    compare_columns: tuple[str, ...]
+    update_columns: tuple[str, ...]
+    columns: tuple[dict[str, Any], ...]
+    table_exists: bool | None
+    drift: tuple[dict[str, Any], ...]
+    incremental_column: str | None
+    watermark_before: str | None
+    handle_deletes: str | None
+    steps: tuple[Step, ...]
+    decisions: tuple[Decision, ...]
+    problems: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+    unknown: tuple[str, ...]
+    # Not part of the data: what execute() needs to run and re-plan.
+    options: TargetOptions = field(repr=False, compare=False)
+    source_obj: Source = field(repr=False, compare=False)
+    target_conn_obj: Any = field(repr=False, compare=False)
+    source_conn_obj: Any = field(repr=False, compare=False)
+    physical: Any = field(repr=False, compare=False)
+    context: SqlContext = field(repr=False, compare=False)
+    state_schema: str = field(repr=False, compare=False, default="ematix_flow")
+    source_columns: tuple[SourceColumn, ...] | None = field(repr=False, compare=False, default=None)
+
+    @property
+    def framework_columns(self) -> tuple[str, ...]:
+        return tuple(c["name"] for c in self.columns if c["framework"])
+
+    def decision(self, topic: str) -> Decision:
+        for d in self.decisions:
+            if d.topic == topic:
+                return d
+        raise KeyError(topic)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "target": self.target,
+            "mode": self.mode,
+            "path": self.path,
+            "target_connection": self.target_connection,
+            "source_connection": self.source_connection,
+            "source": self.source,
+            "source_sql": self.source_sql,
+            "keys": list(self.keys),
+            "compare_columns": list(self.compare_columns),
+            "update_columns": list(self.update_columns),
+            "columns": [dict(c) for c in self.columns],
+            "framework_columns": list(self.framework_columns),
+            "table_exists": self.table_exists,
+            "drift": [dict(d) for d in self.drift],
+            "incremental_column": self.incremental_column,
+            "watermark_before": self.watermark_before,
+            "handle_deletes": self.handle_deletes,
+            "decisions": [d.to_dict() for d in self.decisions],
+            "problems": [p.to_dict() for p in self.problems],
+            "warnings": list(self.warnings),
+            "unknown": list(self.unknown),
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+def _describe(conn: Any) -> str:
+    try:
+        return str(conn.describe())
+    except Exception:  # pragma: no cover - a foreign object
+        return repr(conn)
+
+
+def _path(options: TargetOptions, source_conn: Any, target_conn: Any) -> tuple[str, str]:
+    if options.force_path:
+        return options.force_path, f"forced by force_path={options.force_path!r}"
+    s, t = _describe(source_conn), _describe(target_conn)
+    if source_conn.same_database_as(target_conn):
+        return "same_db", (
+            f"source ({s}) and target ({t}) are the same database: the source SQL runs "
+            "inside the target's statements"
+        )
+    return "cross_db", (
+        f"source ({s}) and target ({t}) are different databases: rows are streamed by "
+        "binary COPY into a temporary stage"
+    )
+
+
+def plan(
+    options: TargetOptions,
+    source: Source,
+    target_connection: Any,
+    *,
+    pipeline: str,
+    inspect: bool = True,
+    connect_timeout: int = 10,
+) -> Plan:
+    """Plan one target. With ``inspect`` the databases are read (table, indexes,
+    watermark, source columns); when they cannot be reached the plan marks those parts
+    unknown instead of failing.
+
+    Example::
+
+        p = plan(TargetOptions(table=spec, mode="merge"), src, conn, pipeline="p")
+        for step in p.steps:
+            print(step.label, step.sql)
+    """
+    from ematix_flow.source import resolve_connection
+
+    target_conn = resolve_connection(target_connection)
+    source_conn = source.resolved_connection()
+    schema = state_schema()
+    tfacts: TargetFacts | None = None
+    scols: tuple[SourceColumn, ...] | None = None
+    unknown: list[str] = []
+    if inspect:
+        from ematix_flow._engine.inspect import describe_source, inspect_target
+
+        try:
+            with target_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
+                tfacts = inspect_target(
+                    conn,
+                    options.table,
+                    state_schema=schema,
+                    pipeline=pipeline,
+                    incremental=options.incremental_column is not None,
+                )
+        except EmatixFlowError as exc:
+            unknown.append(f"target: {exc}")
+        try:
+            with source_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
+                scols = describe_source(conn, source.select_sql(options.table))
+        except EmatixFlowError as exc:
+            unknown.append(f"source: {exc}")
+        except Exception as exc:  # the source SQL itself failed
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            unknown.append(f"source: {_driver_message(exc)}")
+    else:
+        unknown.append("databases not inspected")
+    return build_plan(
+        options,
+        source,
+        target_conn,
+        source_conn,
+        pipeline=pipeline,
+        tfacts=tfacts,
+        scols=scols,
+        unknown=tuple(unknown),
+        state_schema_name=schema,
+    )
+
+
+def _driver_message(exc: Exception) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    return primary or " ".join(str(exc).split())
+
+
+def build_plan(
+    options: TargetOptions,
+    source: Source,
+    target_conn: Any,
+    source_conn: Any,
+    *,
+    pipeline: str,
+    tfacts: TargetFacts | None,
+    scols: tuple[SourceColumn, ...] | None,
+    unknown: tuple[str, ...] = (),
+    state_schema_name: str = "ematix_flow",
+) -> Plan:
+    """The pure part of :func:`plan`: no I/O, facts passed in (``None`` = unknown)."""
+    from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
+    from ematix_flow._schema.drift import UniqueConstraintMissing
+
+    spec = options.table
+    where = f"Pipeline {pipeline}, target {spec.qualified_name}"
+    decisions: list[Decision] = []
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    unknown_list = list(unknown)
+
+    path, path_reason = _path(options, source_conn, target_conn)
+    decisions.append(Decision("path", path, path_reason))
+    decisions.append(Decision("target_connection", _describe(target_conn), "resolved connection"))
+    decisions.append(Decision("source_connection", _describe(source_conn), source.label))
+
+    declared = spec.declared_columns
+    declared_names = tuple(c.name for c in declared)
+    keys: tuple[str, ...] = ()
+    if options.mode != "append":
+        rk = resolve_keys(spec, options.keys, pipeline=pipeline, mode=options.mode)
+        keys = rk.columns
+        decisions.append(Decision("keys", keys, rk.reason))
+        if rk.warning:
+            warnings.append(rk.warning)
+    non_key = tuple(c for c in declared_names if c not in keys)
+    compare: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+    if options.mode in ("scd1", "scd2"):
+        if options.compare_columns:
+            compare = options.compare_columns
+            decisions.append(Decision("compare_columns", compare, "[from compare_columns=]"))
+        else:
+            compare = non_key
+            decisions.append(
+                Decision("compare_columns", compare, "[default: every non-key declared column]")
+            )
+    if options.mode in ("merge", "scd1"):
+        if options.update_columns:
+            update = options.update_columns
+            decisions.append(Decision("update_columns", update, "[from update_columns=]"))
+        else:
+            update = non_key
+            decisions.append(
+                Decision("update_columns", update, "[default: every non-key declared column]")
+            )
+        if options.mode == "merge":
+            compare = update
+    for col in keys:
+        if col in update:
+            problems.append(
+                Problem("definition", f"{where}: key column {col!r} cannot be in update_columns=")
+            )
+
+    reflected = tfacts.reflected if tfacts is not None else None
+    physical = framework.physical_table(
+        spec,
+        mode=options.mode,
+        keys=keys,
+        handle_deletes=options.handle_deletes,
+        existing=reflected,
+    )
+    fw = [c for c in physical.columns if c.framework]
+    decisions.append(
+        Decision(
+            "framework_columns",
+            tuple(c.name for c in fw),
+            f"added by mode={options.mode!r}"
+            + (" and handle_deletes='soft'" if options.handle_deletes == "soft" else ""),
+        )
+    )
+    if options.handle_deletes:
+        if options.mode == "scd2":
+            how = "keys absent from the snapshot get their current version closed (history kept)"
+        elif options.handle_deletes == "hard":
+            how = "keys absent from the snapshot are deleted"
+        else:
+            how = "keys absent from the snapshot get _deleted_at set (once)"
+        decisions.append(Decision("handle_deletes", options.handle_deletes, how))
+    if options.ttl is not None:
+        decisions.append(
+            Decision("ttl", str(options.ttl), "current versions older than ttl are closed first")
+        )
+    if options.event_timestamp_column:
+        decisions.append(
+            Decision(
+                "valid_from",
+                options.event_timestamp_column,
+                "[from event_timestamp_column=] (run time when it is NULL)",
+            )
+        )
+
+    # --- the source ---------------------------------------------------------------
+    try:
+        source_sql = source.select_sql(spec)
+    except EmatixFlowError as exc:
+        problems.append(Problem("source_column", f"{where}: {exc}"))
+        source_sql = ""
+    if scols is not None:
+        have = {c.name for c in scols}
+        missing = [c for c in declared_names if c not in have]
+        if missing:
+            if source.kind == "table":
+                detail = ", ".join(
+                    f"{c!r}"
+                    + (
+                        f" (mapped from {source.source_column(c)!r})"
+                        if source.source_column(c) != c
+                        else ""
+                    )
+                    for c in missing
+                )
+                fix = (
+                    f"source table {source.schema}.{source.table} has no column for target "
+                    f"column(s) {detail}; add them to column_map={{target: source}} or to "
+                    "the source table"
+                )
+            else:
+                fix = (
+                    f"the source query returns no column named {', '.join(map(repr, missing))} "
+                    f"(it returns {', '.join(c.name for c in scols) or 'no columns'}); alias a "
+                    "source column to that name (SELECT … AS name)"
+                )
+            problems.append(Problem("source_column", f"{where}, column {missing[0]!r}: {fix}"))
+    else:
+        unknown_list.append("source columns (source not inspected)")
+
+    # --- the target table: create, drift, indexes ------------------------------------
+    steps: list[Step] = []
+    drift_info: list[dict[str, Any]] = []
+    table_exists: bool | None
+    index_name = framework.current_index_name(physical)
+    if tfacts is None:
+        table_exists = None
+        unknown_list.append("target table (target not inspected)")
+        steps.append(
+            Step("create schema if missing", "ddl", render(create_schema_sql(physical.schema)))
+        )
+        steps.append(Step("create table if missing", "ddl", render(create_table_sql(physical))))
+    elif reflected is None:
+        table_exists = False
+        steps.append(Step("create schema", "ddl", render(create_schema_sql(physical.schema))))
+        steps.append(Step("create table", "ddl", render(create_table_sql(physical))))
+    else:
+        table_exists = True
+        diffs = compare_table(physical, reflected)
+        for d in diffs:
+            drift_info.append({"change": d.describe(), "additive": bool(d.additive)})
+        bad = [d for d in diffs if not d.additive]
+        if bad:
+            problems.append(
+                Problem(
+                    "drift",
+                    f"{where}: the existing table differs from its declaration in ways "
+                    "ematix-flow will not change automatically:\n"
+                    + "\n".join(f"  - {d.describe()}" for d in bad),
+                )
+            )
+        for stmt in additive_sql(physical, diffs):
+            steps.append(Step("apply additive drift", "ddl", render(stmt)))
+        if options.mode in ("merge", "scd1") and keys:
+            added = {
+                frozenset(d.columns)
+                for d in diffs
+                if isinstance(d, UniqueConstraintMissing) and d.additive
+            }
+            if frozenset(keys) not in tfacts.unique_sets | added:
+                problems.append(
+                    Problem(
+                        "unique_constraint",
+                        f"{where}: the table has no unique constraint or unique index on "
+                        f"({', '.join(keys)}), which mode={options.mode!r} needs for its "
+                        f"merge keys {decisions_reason(decisions, 'keys')}. Fix: ALTER TABLE "
+                        f"{spec.qualified_name} ADD UNIQUE ({', '.join(keys)}); or declare "
+                        "that unique constraint on the table (natural_key() / "
+                        "__unique_constraints__) so the framework adds it; or pass keys= "
+                        "naming columns the table already has a unique constraint on.",
+                    )
+                )
+    if options.mode == "scd2" and (tfacts is None or index_name not in tfacts.index_names):
+        steps.append(
+            Step(
+                "create current-version index",
+                "ddl",
+                render(
+                    sql.SQL(
+                        "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({}) WHERE is_current"
+                    ).format(
+                        sql.Identifier(index_name),
+                        sql.Identifier(physical.schema, physical.name),
+                        sql.SQL(", ").join(map(sql.Identifier, keys)),
+                    )
+                ),
+                note="one current version per key; serves the current-row lookups",
+            )
+        )
+
+    # --- watermark -----------------------------------------------------------------
+    watermark_before: str | None = None
+    if options.incremental_column:
+        if tfacts is None:
+            watermark_before = UNKNOWN
+            filt = True
+            reason = "watermark unknown (target not inspected); filtered when one is stored"
+        else:
+            watermark_before = tfacts.watermark
+            filt = tfacts.watermark is not None
+            reason = (
+                f"rows with {options.incremental_column} > {tfacts.watermark!r} (stored watermark)"
+                if filt
+                else "no watermark stored yet: full load"
+            )
+        decisions.append(Decision("watermark", watermark_before, reason))
+    else:
+        filt = False
+
+    ctx = SqlContext(
+        table=physical,
+        declared=declared,
+        keys=keys,
+        compare=compare,
+        update=update,
+        path=path,
+        source_sql=source_sql,
+        incremental_column=options.incremental_column,
+        watermark_filter=filt,
+        event_timestamp_column=options.event_timestamp_column,
+        with_hash=options.mode in ("scd1", "scd2"),
+        with_valid_from=options.mode == "scd2",
+    )
+
+    # --- cross-DB stage ---------------------------------------------------------------
+    if path == "cross_db":
+        steps.append(Step("create stage", "stage", stage_sql(ctx, scols)))
+        steps.append(
+            Step(
+                "copy source → stage",
+                "copy",
+                copy_out_sql(ctx, scols) + ";\n" + copy_in_sql(ctx),
+                note="binary COPY streamed from the source into the stage, ~128 KiB writes",
+            )
+        )
+
+    # --- data ------------------------------------------------------------------------
+    if options.mode == "scd2" and options.ttl is not None:
+        steps.append(
+            Step("expire versions older than ttl", "data", render(ttl_sql(ctx, options.ttl)))
+        )
+    if options.mode == "append":
+        steps.append(Step("append rows", "data", render(append_sql(ctx))))
+    elif options.mode in ("merge", "scd1"):
+        steps.append(
+            Step(
+                f"{options.mode}: upsert changed rows"
+                + (f", {options.handle_deletes} deletes" if options.handle_deletes else ""),
+                "data",
+                render(merge_sql(ctx, mode=options.mode, handle_deletes=options.handle_deletes)),
+            )
+        )
+    else:
+        steps.append(
+            Step(
+                "scd2: close changed versions, insert new versions"
+                + (", close deleted keys" if options.handle_deletes else ""),
+                "data",
+                render(scd2_sql(ctx, handle_deletes=options.handle_deletes, ttl=options.ttl)),
+            )
+        )
+    if options.incremental_column:
+        steps.append(
+            Step("store watermark", "state", render(upsert_watermark_sql(state_schema_name)))
+        )
+    steps.append(Step("record run", "state", render(record_run_sql(state_schema_name))))
+
+    columns = tuple(
+        {"name": c.name, "type": c.type.ddl, "nullable": c.nullable, "framework": c.framework}
+        for c in physical.columns
+    )
+    return Plan(
+        pipeline=pipeline,
+        target=spec.qualified_name,
+        mode=options.mode,
+        path=path,
+        target_connection=_describe(target_conn),
+        source_connection=_describe(source_conn),
+        source=source.label,
+        source_sql=source_sql,
+        keys=keys,
+        compare_columns=compare,
+        update_columns=update,
+        columns=columns,
+        table_exists=table_exists,
+        drift=tuple(drift_info),
+        incremental_column=options.incremental_column,
+        watermark_before=watermark_before,
+        handle_deletes=options.handle_deletes,
+        steps=tuple(steps),
+        decisions=tuple(decisions),
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+        unknown=tuple(unknown_list),
+        options=options,
+        source_obj=source,
+        target_conn_obj=target_conn,
+        source_conn_obj=source_conn,
+        physical=physical,
+        context=ctx,
+        state_schema=state_schema_name,
+        source_columns=scols,
+    )
+
+
+def decisions_reason(decisions: list[Decision], topic: str) -> str:
+    for d in decisions:
+        if d.topic == topic:
+            return d.reason
+    return ""
+
+
+# --- cross-DB statements (typed from the source's result description) -----------------
+
+
+def _stage_columns(
+    ctx: SqlContext, scols: tuple[SourceColumn, ...] | None
+) -> list[tuple[str, str, bool]]:
+    """(name, stage type, travels as text) per declared column."""
+    by_name = {c.name: c for c in scols or ()}
+    out = []
+    for col in ctx.declared:
+        sc = by_name.get(col.name)
+        if sc is None:
+            out.append((col.name, "<type of the source column>", False))
+        elif sc.builtin:
+            out.append((col.name, sc.type, False))
+        else:
+            # A type of the source database only (enum, domain, …): send its text form.
+            out.append((col.name, "text", True))
+    return out
+
+
+def stage_sql(ctx: SqlContext, scols: tuple[SourceColumn, ...] | None) -> str:
+    items = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t))
+        for n, t, _ in _stage_columns(ctx, scols)
+    )
+    return render(
+        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(sql.Identifier(STAGE), items)
+    )
+
+
+def copy_out_sql(ctx: SqlContext, scols: tuple[SourceColumn, ...] | None) -> str:
+    items = sql.SQL(", ").join(
+        sql.SQL("{}::text").format(sql.Identifier("q", n)) if as_text else sql.Identifier("q", n)
+        for n, _, as_text in _stage_columns(ctx, scols)
+    )
+    where = (
+        ctx.watermark_where() if ctx.incremental_column and ctx.watermark_filter else sql.SQL("")
+    )
+    return render(
+        sql.SQL("COPY (SELECT {} FROM (\n{}\n) AS q{}) TO STDOUT (FORMAT BINARY)").format(
+            items, sql.SQL(ctx.source_sql), where
+        )
+    )
+
+
+def copy_in_sql(ctx: SqlContext) -> str:
+    return render(
+        sql.SQL("COPY pg_temp.{} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(STAGE), sql.SQL(", ").join(map(sql.Identifier, ctx.names))
+        )
+    )

@@ -1,0 +1,176 @@
+"""Building blocks shared by the mode statements: the ``src`` CTE, casts, row hash.
+
+Every data statement starts ``WITH src AS (…)``: the source rows with each declared
+target column cast to its target type, plus ``__ef_hash`` (row hash of the compare
+columns) and ``__ef_vf`` (valid_from of a new SCD2 version) when the mode needs them.
+Where the rows come from is the only difference between the two paths:
+
+- same-DB: ``(<source sql>) AS q`` inlined, filtered by the watermark;
+- cross-DB: ``pg_temp.ematix_flow_stage AS q``, filled by the binary COPY pipe (the
+  watermark filter already ran in the source database).
+
+Run-dependent values never appear in the SQL text (plans must be stable): the batch id
+and the watermark are read with ``current_setting('ematix_flow.*')``, set per
+transaction by the executor; the run time is ``now()`` (the transaction's start).
+
+The hash is ``md5(ROW(…)::text)``; ``timestamptz`` columns go in as UTC
+``timestamp`` so the session's TimeZone cannot change a hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from ematix_flow._tablespec import ColumnSpec, TableSpec
+
+__all__ = [
+    "BATCH_ID",
+    "HASH",
+    "STAGE",
+    "VALID_FROM",
+    "SqlContext",
+    "cast_type",
+    "cols",
+    "counts_select",
+    "keys_match",
+    "render",
+]
+
+STAGE = "ematix_flow_stage"
+HASH = "__ef_hash"
+VALID_FROM = "__ef_vf"
+BATCH_ID = sql.SQL("current_setting('ematix_flow.batch_id')::uuid")
+WATERMARK_SETTING = "ematix_flow.watermark"
+
+
+def render(stmt: sql.Composable) -> str:
+    return stmt.as_string(None)
+
+
+def cast_type(col: ColumnSpec) -> str:
+    """The type a source value is cast to: the target type, but without a length limit
+    for ``varchar(n)``/``char(n)`` — an explicit cast would silently truncate, while the
+    INSERT's own assignment raises on a value that is too long."""
+    ddl = col.type.ddl
+    if ddl.startswith("character varying("):
+        return "character varying"
+    if ddl.startswith("character("):
+        return "text"
+    return ddl
+
+
+def cols(names: tuple[str, ...], prefix: str | None = None) -> sql.Composable:
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+
+
+def keys_match(keys: tuple[str, ...], left: str, right: str) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(left, k), sql.Identifier(right, k)) for k in keys
+    )
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    """What the statement builders need; built by the planner."""
+
+    table: TableSpec  # the physical target (declared + framework columns)
+    declared: tuple[ColumnSpec, ...]
+    keys: tuple[str, ...]
+    compare: tuple[str, ...]
+    update: tuple[str, ...]
+    path: str  # same_db | cross_db
+    source_sql: str
+    incremental_column: str | None
+    watermark_filter: bool  # a stored watermark exists: filter the source by it
+    event_timestamp_column: str | None = None
+    with_hash: bool = False
+    with_valid_from: bool = False
+
+    @property
+    def target(self) -> sql.Composable:
+        return sql.Identifier(self.table.schema, self.table.name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.declared)
+
+    def watermark_where(self, alias: str = "q") -> sql.Composable:
+        col = self.table.column(self.incremental_column or "")
+        t = sql.SQL(cast_type(col))
+        return sql.SQL(" WHERE CAST({} AS {}) > CAST(current_setting({}) AS {})").format(
+            sql.Identifier(alias, col.name), t, sql.Literal(WATERMARK_SETTING), t
+        )
+
+    def source_relation(self) -> sql.Composable:
+        if self.path == "cross_db":
+            return sql.SQL("pg_temp.{} AS q").format(sql.Identifier(STAGE))
+        where = (
+            self.watermark_where()
+            if self.incremental_column and self.watermark_filter
+            else sql.SQL("")
+        )
+        # The newline keeps a trailing "-- comment" in the user's SQL from eating ")".
+        return sql.SQL("(\n{}\n) AS q{}").format(sql.SQL(self.source_sql), where)
+
+    def casted(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("CAST({} AS {}) AS {}").format(
+                sql.Identifier("q", c.name), sql.SQL(cast_type(c)), sql.Identifier(c.name)
+            )
+            for c in self.declared
+        )
+
+    def hash_expr(self, alias: str, columns: tuple[str, ...]) -> sql.Composable:
+        parts = []
+        for name in columns:
+            ident = sql.Identifier(alias, name)
+            if self.table.column(name).type.ddl == "timestamp with time zone":
+                parts.append(sql.SQL("({} AT TIME ZONE 'UTC')").format(ident))
+            else:
+                parts.append(ident)
+        return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(parts))
+
+    def src_cte(self) -> sql.Composable:
+        extra: list[sql.Composable] = []
+        if self.with_hash:
+            extra.append(
+                sql.SQL("{} AS {}").format(self.hash_expr("c", self.compare), sql.Identifier(HASH))
+            )
+        if self.with_valid_from:
+            if self.event_timestamp_column:
+                vf = sql.SQL("COALESCE(CAST({} AS timestamptz), now())").format(
+                    sql.Identifier("c", self.event_timestamp_column)
+                )
+            else:
+                vf = sql.SQL("now()")
+            extra.append(sql.SQL("{} AS {}").format(vf, sql.Identifier(VALID_FROM)))
+        inner = sql.SQL("SELECT {} FROM {}").format(self.casted(), self.source_relation())
+        if not extra:
+            return sql.SQL("src AS (\n  {}\n)").format(inner)
+        return sql.SQL("src AS (\n  SELECT c.*, {}\n  FROM ({}) AS c\n)").format(
+            sql.SQL(", ").join(extra), inner
+        )
+
+    def source_stats(self) -> sql.Composable:
+        """``(SELECT count(*) AS source_rows[, max(inc)::text AS watermark] FROM src) s``."""
+        items: list[sql.Composable] = [sql.SQL("count(*) AS source_rows")]
+        if self.incremental_column:
+            items.append(
+                sql.SQL("max({})::text AS watermark").format(
+                    sql.Identifier(self.incremental_column)
+                )
+            )
+        return sql.SQL("(SELECT {} FROM src) AS s").format(sql.SQL(", ").join(items))
+
+
+def counts_select(ctx: SqlContext, measures: dict[str, sql.Composable]) -> sql.Composable:
+    """The closing ``SELECT`` of a data statement: one row of named counts."""
+    items = [
+        sql.SQL("{} AS {}").format(expr, sql.Identifier(name)) for name, expr in measures.items()
+    ]
+    items.append(sql.SQL("s.*"))
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), ctx.source_stats())

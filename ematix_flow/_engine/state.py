@@ -1,0 +1,198 @@
+"""The state kept in each target database: run history, watermarks, schema version.
+
+Schema ``ematix_flow`` by default (``EMATIX_FLOW_STATE_SCHEMA`` overrides it). It is
+created on first use under an advisory lock, so concurrent first runs cannot race on
+``CREATE``; it is versioned in ``schema_version`` and never dropped. The engine writes a
+target's watermark and its ``run_history`` row in the same transaction as its data;
+only ``skipped`` and ``failed`` rows are written in a transaction of their own (the data
+transaction either never started or was rolled back).
+
+Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = [
+    "STATE_VERSION",
+    "HistoryRow",
+    "ensure_state",
+    "lock_key",
+    "read_history",
+    "read_last_run",
+    "read_watermark",
+    "record_run_sql",
+    "state_schema",
+    "upsert_watermark_sql",
+]
+
+STATE_VERSION = 1
+#: First key of every advisory lock the engine takes (the second is per pipeline/target).
+LOCK_NAMESPACE = 0x0E3A71F
+_CREATE_LOCK = 0x0E3A720
+
+
+def state_schema() -> str:
+    return os.environ.get("EMATIX_FLOW_STATE_SCHEMA") or "ematix_flow"
+
+
+def lock_key(pipeline: str, target: str) -> str:
+    """The text hashed (``hashtext``) into the second advisory-lock key."""
+    return f"{pipeline}\x1f{target}"
+
+
+def _ddl(schema: str) -> list[sql.Composed]:
+    s = sql.Identifier(schema)
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.schema_version ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        ).format(s),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.run_history ("
+            "id bigserial PRIMARY KEY, pipeline text NOT NULL, target text NOT NULL, "
+            "mode text, status text NOT NULL, path text, batch_id uuid, "
+            "started_at timestamptz NOT NULL, finished_at timestamptz NOT NULL, "
+            "duration_s double precision, rows_inserted bigint, rows_updated bigint, "
+            "rows_deleted bigint, rows_unchanged bigint, error text)"
+        ).format(s),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS run_history_pipeline_started "
+            "ON {}.run_history (pipeline, started_at DESC)"
+        ).format(s),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.watermarks ("
+            "pipeline text NOT NULL, target text NOT NULL, column_name text NOT NULL, "
+            "value text, batch_id uuid, updated_at timestamptz NOT NULL, "
+            "PRIMARY KEY (pipeline, target))"
+        ).format(s),
+        sql.SQL(
+            "INSERT INTO {}.schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING"
+        ).format(s, sql.Literal(STATE_VERSION)),
+    ]
+
+
+def state_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL "
+        "AND to_regclass(format('%%I.watermarks', %s::text)) IS NOT NULL",
+        (schema, schema),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_state(conn: psycopg.Connection[Any], schema: str | None = None) -> None:
+    """Create the state schema if missing, in its own committed transaction.
+
+    ``conn`` must not be inside a transaction the caller still needs.
+    """
+    schema = schema or state_schema()
+    with conn.transaction():
+        if state_exists(conn, schema):
+            return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+        for stmt in _ddl(schema):
+            conn.execute(stmt)
+
+
+def read_watermark(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str, target: str
+) -> str | None:
+    row = conn.execute(
+        sql.SQL("SELECT value FROM {}.watermarks WHERE pipeline = %s AND target = %s").format(
+            sql.Identifier(schema)
+        ),
+        (pipeline, target),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def upsert_watermark_sql(schema: str) -> sql.Composed:
+    """Parameters: pipeline, target, column, value (text), batch_id."""
+    return sql.SQL(
+        "INSERT INTO {}.watermarks AS w (pipeline, target, column_name, value, batch_id, "
+        "updated_at) VALUES (%(pipeline)s, %(target)s, %(column)s, %(watermark)s, "
+        "%(batch_id)s, now()) ON CONFLICT (pipeline, target) DO UPDATE SET "
+        "column_name = EXCLUDED.column_name, value = EXCLUDED.value, "
+        "batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at"
+    ).format(sql.Identifier(schema))
+
+
+def record_run_sql(schema: str) -> sql.Composed:
+    """Parameters: the columns of ``run_history`` except ``id``."""
+    return sql.SQL(
+        "INSERT INTO {}.run_history (pipeline, target, mode, status, path, batch_id, "
+        "started_at, finished_at, duration_s, rows_inserted, rows_updated, rows_deleted, "
+        "rows_unchanged, error) VALUES (%(pipeline)s, %(target)s, %(mode)s, %(status)s, "
+        "%(path)s, %(batch_id)s, %(started_at)s, %(finished_at)s, %(duration_s)s, "
+        "%(rows_inserted)s, %(rows_updated)s, %(rows_deleted)s, %(rows_unchanged)s, "
+        "%(error)s)"
+    ).format(sql.Identifier(schema))
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    pipeline: str
+    target: str
+    mode: str | None
+    status: str
+    path: str | None
+    batch_id: str | None
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float | None
+    rows_inserted: int | None
+    rows_updated: int | None
+    rows_deleted: int | None
+    rows_unchanged: int | None
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["started_at"] = self.started_at.isoformat()
+        d["finished_at"] = self.finished_at.isoformat()
+        return d
+
+
+_HISTORY_COLS = (
+    "pipeline, target, mode, status, path, batch_id::text, started_at, finished_at, "
+    "duration_s, rows_inserted, rows_updated, rows_deleted, rows_unchanged, error"
+)
+
+
+def read_history(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str, limit: int = 20
+) -> list[HistoryRow]:
+    """The most recent runs of ``pipeline`` (newest first); empty when no state exists."""
+    if not state_exists(conn, schema):
+        return []
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT " + _HISTORY_COLS + " FROM {}.run_history WHERE pipeline = %s "
+            "ORDER BY started_at DESC, id DESC LIMIT %s"
+        ).format(sql.Identifier(schema)),
+        (pipeline, limit),
+    ).fetchall()
+    return [HistoryRow(*r) for r in rows]
+
+
+def read_last_run(conn: psycopg.Connection[Any], schema: str, pipeline: str) -> datetime | None:
+    """Start time of the latest run of ``pipeline`` that was not skipped."""
+    if not state_exists(conn, schema):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT max(started_at) FROM {}.run_history WHERE pipeline = %s AND status <> 'skipped'"
+        ).format(sql.Identifier(schema)),
+        (pipeline,),
+    ).fetchone()
+    return None if row is None else row[0]
