@@ -1,0 +1,1 @@
+"""ematix-flow's benchmark: ``python -m bench`` (see :mod:`bench.run`)."""
