@@ -124,11 +124,14 @@ def build_summary(report: _HasToDict | Mapping[str, Any]) -> dict[str, Any]:
     """The full (not yet size-limited) summary of a run report.
 
     ``report`` is a ``RunReport`` (anything with ``to_dict()``) or that dict: pipeline,
-    action, ok, results (one mapping per target). Only the fields of the format are
-    kept — never a plan, a SQL text or a connection — and every error is redacted.
+    action, ok, error, targets (one mapping per target; ``results`` is accepted too).
+    Only the fields of the format are kept — never a plan, a SQL text or a connection —
+    and every error is redacted.
     """
     data = report if isinstance(report, Mapping) else report.to_dict()
-    targets = [_target(r) for r in data.get("results") or ()]
+    # RunReport.to_dict() calls the per-target list "targets"; "results" is accepted too.
+    results = data.get("targets") if data.get("targets") is not None else data.get("results")
+    targets = [_target(r) for r in results or ()]
     totals: dict[str, Any] = {
         "targets": len(targets),
         "failed": sum(1 for t in targets if t["status"] in _FAILED),

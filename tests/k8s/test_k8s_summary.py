@@ -36,7 +36,8 @@ class FakeReport:
             "pipeline": self.pipeline,
             "action": "run",
             "ok": self.ok,
-            "results": self.results,
+            "error": None,
+            "targets": self.results,
         }
 
 
@@ -68,6 +69,14 @@ FAILURE = FakeReport(
         ),
     ],
 )
+
+
+def test_a_plain_dict_with_results_is_accepted_and_a_pipeline_error_kept() -> None:
+    data = {"pipeline": "p", "action": "run", "ok": False, "error": "body raised: boom"}
+    summary = build_summary({**data, "results": [_result(1)]})
+    assert summary["totals"]["targets"] == 1
+    assert summary["error"] == "body raised: boom"
+    assert parse_termination_summary(encode_summary(summary))["message"] == "body raised: boom"
 
 
 def test_nothing_is_written_outside_a_pod(tmp_path: Path, monkeypatch) -> None:
