@@ -1,0 +1,446 @@
+"""Pipelines: ``sync()`` one target, ``register()`` a scheduled pipeline, and run,
+dry-run or preview registered pipelines by name.
+
+Example (spec §1)::
+
+    from ematix_flow import _core, pipeline
+    from ematix_flow.source import Source
+
+    @pipeline.register(name="customer_sync", schedule="0 * * * *")
+    def customer_sync():
+        conn = _core.connect("postgres://user:pass@host:5432/warehouse")
+        return pipeline.sync(
+            target=CustomerDim,
+            source=Source.postgres_query(conn, "SELECT id AS customer_id, … FROM app.users"),
+            target_connection=conn,
+            mode="scd2",
+        )
+
+    pipeline.run("customer_sync").ok
+
+What :func:`sync` does depends on the action of the surrounding run, held in a context
+variable: ``run`` (plan, execute, commit — also the default outside any run),
+``dry_run`` (plan, execute, roll back) or ``preview`` (plan only). Each call appends its
+:class:`~ematix_flow._engine.TargetResult` (with its Plan) to the current
+:class:`RunReport`, so the three actions share one code path and a preview cannot lie.
+
+Failure policy: in a ``run``, a failed target raises (the pipeline body stops: "halt on
+first failure") unless the pipeline was registered with ``continue_on_failure=True``;
+a ``dry_run`` or ``preview`` never raises for a target, so one pass shows every problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
+from ematix_flow._errors import DefinitionError, EmatixFlowError, PipelineNotFoundError
+from ematix_flow.source import Source
+from ematix_flow.table import table_spec
+
+__all__ = [
+    "ACTIONS",
+    "AD_HOC",
+    "RunReport",
+    "ScheduledPipeline",
+    "TargetInfo",
+    "current_action",
+    "dry_run",
+    "get",
+    "preview",
+    "register",
+    "registry",
+    "run",
+    "sync",
+]
+
+ACTIONS = ("run", "dry_run", "preview")
+#: Pipeline name recorded for a ``sync()`` called outside any registered pipeline.
+AD_HOC = "(ad hoc)"
+
+_action: ContextVar[str] = ContextVar("ematix_flow_action", default="run")
+_report: ContextVar[RunReport | None] = ContextVar("ematix_flow_report", default=None)
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run / dry-run / preview of a pipeline."""
+
+    pipeline: str
+    action: str
+    results: list[TargetResult] = field(default_factory=list)
+    #: An error outside any target (the pipeline body raised).
+    error: str | None = None
+    continue_on_failure: bool = False
+    _warned: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(r.ok for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        stable = self.action != "run"
+        return {
+            "pipeline": self.pipeline,
+            "action": self.action,
+            "ok": self.ok,
+            "error": self.error,
+            "targets": [r.to_dict(stable=stable) for r in self.results],
+        }
+
+
+def current_action() -> str:
+    """``"run"``, ``"dry_run"`` or ``"preview"``: what the surrounding run is doing."""
+    return _action.get()
+
+
+@contextmanager
+def _running(report: RunReport) -> Iterator[RunReport]:
+    a = _action.set(report.action)
+    r = _report.set(report)
+    try:
+        yield report
+    finally:
+        _action.reset(a)
+        _report.reset(r)
+
+
+_OPTION_DEFAULTS = (
+    "mode",
+    "keys",
+    "compare_columns",
+    "update_columns",
+    "event_timestamp_column",
+    "ttl",
+    "handle_deletes",
+    "incremental_column",
+)
+
+
+def sync(
+    *,
+    target: Any,
+    source: Source,
+    target_connection: Any,
+    mode: str | None = None,
+    keys: Sequence[str] | None = None,
+    compare_columns: Sequence[str] | None = None,
+    update_columns: Sequence[str] | None = None,
+    event_timestamp_column: str | None = None,
+    ttl: timedelta | None = None,
+    handle_deletes: str | None = None,
+    incremental_column: str | None = None,
+    force_path: str | None = None,
+) -> dict[str, Any]:
+    """Sync one target from ``source``; returns rows inserted/updated/deleted/unchanged,
+    path, batch id, duration and status.
+
+    Options left ``None`` fall back to the table's declared defaults
+    (``@ematix.table(mode=…)``). ``target_connection`` is a connection or a configured
+    connection name.
+
+    Example::
+
+        pipeline.sync(target=CustomerDim, source=Source.postgres_table("oltp", "app.users"),
+                      target_connection="warehouse", mode="merge")
+    """
+    report = _report.get()
+    owned = report is None
+    if report is None:
+        report = RunReport(pipeline=AD_HOC, action=_action.get())
+    spec = table_spec(target)
+    given = {
+        "mode": mode,
+        "keys": keys,
+        "compare_columns": compare_columns,
+        "update_columns": update_columns,
+        "event_timestamp_column": event_timestamp_column,
+        "ttl": ttl,
+        "handle_deletes": handle_deletes,
+        "incremental_column": incremental_column,
+    }
+    for name in _OPTION_DEFAULTS:
+        if given[name] is None and spec.options.get(name) is not None:
+            given[name] = spec.options[name]
+    if not isinstance(source, Source):
+        raise DefinitionError(
+            f"sync(source=...) takes a Source (Source.postgres_query / "
+            f"Source.postgres_table), got {source!r}"
+        )
+    action = report.action
+    try:
+        if given["mode"] is None:
+            raise DefinitionError(
+                f"target {spec.qualified_name}: no mode; pass mode='append'|'merge'|'scd1'|"
+                "'scd2' (or declare it on the table)"
+            )
+        options = TargetOptions(
+            table=spec,
+            mode=given["mode"],
+            keys=_tuple(given["keys"]),
+            compare_columns=_tuple(given["compare_columns"]),
+            update_columns=_tuple(given["update_columns"]),
+            event_timestamp_column=given["event_timestamp_column"],
+            ttl=given["ttl"],
+            handle_deletes=given["handle_deletes"],
+            incremental_column=given["incremental_column"],
+            force_path=force_path,
+        )
+        the_plan = plan(
+            options,
+            source,
+            target_connection,
+            pipeline=report.pipeline,
+            inspect=action == "preview",
+            connect_timeout=5,
+        )
+    except EmatixFlowError as exc:
+        result = TargetResult(
+            pipeline=report.pipeline,
+            target=spec.qualified_name,
+            mode=str(given["mode"]),
+            status="failed",
+            error=str(exc),
+            dry_run=action == "dry_run",
+            exception=exc,
+        )
+    else:
+        _warn(report, the_plan.warnings)
+        if action == "preview":
+            result = TargetResult(
+                pipeline=report.pipeline,
+                target=spec.qualified_name,
+                mode=options.mode,
+                status="planned",
+                path=the_plan.path,
+                watermark_before=the_plan.watermark_before,
+                plan=the_plan,
+            )
+        else:
+            result = execute(the_plan, dry_run=action == "dry_run")
+            if result.plan is not None:
+                _warn(report, result.plan.warnings)
+    report.results.append(result)
+    if result.status == "failed" and action == "run" and (owned or not report.continue_on_failure):
+        assert result.exception is not None
+        raise result.exception
+    return result.summary()
+
+
+def _warn(report: RunReport, messages: Sequence[str]) -> None:
+    for message in messages:
+        if message not in report._warned:
+            report._warned.add(message)
+            warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _tuple(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+# --- registry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a pipeline writes, for ``flow list`` and the Kubernetes export."""
+
+    table: str
+    mode: str | None = None
+    keys: tuple[str, ...] | None = None
+    connection: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "mode": self.mode,
+            "keys": list(self.keys) if self.keys else None,
+            "connection": self.connection,
+        }
+
+
+@dataclass(frozen=True)
+class ScheduledPipeline:
+    """A registered pipeline: recorded by :func:`register`, run by :func:`run`."""
+
+    name: str
+    schedule: str | None
+    func: Callable[[], Any] = field(repr=False, compare=False)
+    module: str
+    qualname: str
+    targets: tuple[TargetInfo, ...] = ()
+    connections: tuple[str, ...] = ()
+    continue_on_failure: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schedule": self.schedule,
+            "module": self.module,
+            "function": self.qualname,
+            "targets": [t.to_dict() for t in self.targets],
+            "connections": list(self.connections),
+            "continue_on_failure": self.continue_on_failure,
+        }
+
+
+_REGISTRY: dict[str, ScheduledPipeline] = {}
+
+
+def _target_info(item: Any, where: str) -> TargetInfo:
+    if isinstance(item, TargetInfo):
+        return item
+    table = getattr(item, "table", None)
+    if table is not None and not isinstance(item, type):
+        # ematix.target(...) or anything shaped like it
+        spec = table_spec(table)
+        mode = getattr(item, "mode", None)
+        keys = getattr(item, "keys", None)
+        conn = getattr(item, "target_connection", None)
+        return TargetInfo(
+            spec.qualified_name,
+            mode if isinstance(mode, str) else spec.options.get("mode"),
+            tuple(keys) if isinstance(keys, (tuple, list)) else None,
+            conn if isinstance(conn, str) else None,
+        )
+    try:
+        spec = table_spec(item)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{where}: targets= item {item!r} is not a table: {exc}") from None
+    mode = spec.options.get("mode")
+    return TargetInfo(spec.qualified_name, mode if isinstance(mode, str) else None)
+
+
+def validate_schedule(schedule: str, where: str) -> str:
+    from croniter import croniter
+
+    if not isinstance(schedule, str) or not croniter.is_valid(schedule):
+        raise DefinitionError(
+            f"{where}: schedule {schedule!r} is not a valid cron expression; use five "
+            "fields 'minute hour day-of-month month day-of-week', e.g. '0 * * * *' (hourly)"
+        )
+    return schedule
+
+
+def register(
+    *,
+    name: str,
+    schedule: str | None = None,
+    targets: Sequence[Any] = (),
+    connections: Sequence[str] = (),
+    continue_on_failure: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as pipeline ``name`` (validated now, run later).
+
+    Example::
+
+        @pipeline.register(name="customer_sync", schedule="0 * * * *",
+                           connections=("warehouse",))
+        def customer_sync():
+            return pipeline.sync(...)
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"pipeline.register: name= must be a non-empty string, got {name!r}")
+    where = f"pipeline {name}"
+    if schedule is not None:
+        validate_schedule(schedule, where)
+    infos = tuple(_target_info(t, where) for t in targets)
+    if isinstance(connections, str):
+        connections = (connections,)
+    conns = tuple(connections)
+    for c in conns:
+        if not isinstance(c, str) or not c:
+            raise DefinitionError(f"{where}: connections= takes connection names, got {c!r}")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(func):
+            raise DefinitionError(f"{where}: @pipeline.register decorates a function")
+        entry = ScheduledPipeline(
+            name=name,
+            schedule=schedule,
+            func=func,
+            module=getattr(func, "__module__", "?"),
+            qualname=getattr(func, "__qualname__", repr(func)),
+            targets=infos,
+            connections=conns,
+            continue_on_failure=bool(continue_on_failure),
+        )
+        old = _REGISTRY.get(name)
+        if old is not None and (old.module, old.qualname) != (entry.module, entry.qualname):
+            raise DefinitionError(
+                f"pipeline name {name!r} is registered twice: by {old.module}.{old.qualname} "
+                f"and by {entry.module}.{entry.qualname}; pipeline names must be unique"
+            )
+        _REGISTRY[name] = entry  # the same function re-imported replaces itself
+        return func
+
+    return decorate
+
+
+def registry() -> dict[str, ScheduledPipeline]:
+    """Every registered pipeline by name (a copy, sorted by name)."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> ScheduledPipeline:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise PipelineNotFoundError(
+            f"no pipeline named {name!r} is registered (known: {known}); check the name "
+            "and that --module imports the module defining it"
+        ) from None
+
+
+def _unregister(name: str) -> None:
+    """Remove a pipeline (tests)."""
+    _REGISTRY.pop(name, None)
+
+
+def _invoke(entry: ScheduledPipeline, action: str) -> RunReport:
+    report = RunReport(
+        pipeline=entry.name, action=action, continue_on_failure=entry.continue_on_failure
+    )
+    with _running(report):
+        try:
+            out = entry.func()
+            if inspect.isawaitable(out):
+                asyncio.run(_await(out))
+        except EmatixFlowError as exc:
+            if not any(r.exception is exc for r in report.results):
+                report.error = str(exc)
+        except Exception as exc:
+            report.error = f"pipeline {entry.name} raised {type(exc).__name__}: {exc}"
+    return report
+
+
+async def _await(value: Any) -> Any:
+    return await value
+
+
+def run(name: str) -> RunReport:
+    """Run pipeline ``name`` now: every target committed (or failed) on its own."""
+    return _invoke(get(name), "run")
+
+
+def dry_run(name: str) -> RunReport:
+    """Execute every target of ``name`` inside a transaction and roll it back."""
+    return _invoke(get(name), "dry_run")
+
+
+def preview(name: str) -> RunReport:
+    """Plan every target of ``name`` without writing anything."""
+    return _invoke(get(name), "preview")
