@@ -40,6 +40,13 @@ def operate(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Watch every namespace.")
     ] = False,
+    default_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Image of pipeline pods whose EmatixPipeline names no spec.image.",
+            envvar="EMATIX_FLOW_OPERATOR_DEFAULT_IMAGE",
+        ),
+    ] = None,
     kubeconfig: Annotated[
         str | None,
         typer.Option(help="kubeconfig file (default: in-cluster, else ~/.kube/config)."),
@@ -73,6 +80,7 @@ def operate(
         config = OperatorConfig(
             namespaces=tuple(n.strip() for n in namespaces),
             all_namespaces=all_namespaces,
+            default_image=default_image or None,
             kubeconfig=kubeconfig,
             liveness_endpoint=None if liveness.lower() in {"off", "none", ""} else liveness,
             log_format=log_format,  # type: ignore[arg-type]  # checked by the config

@@ -32,6 +32,8 @@ class OperatorConfig:
     recheck_interval: float = 60.0
     #: Seconds before a handler that hit a transient API error (409, 5xx) runs again.
     retry_delay: float = 10.0
+    #: Image of pipeline pods whose resource names none (chart value pipelineImage).
+    default_image: str | None = None
     #: Explicit kubeconfig file; default: in-cluster service account, else ~/.kube/config.
     kubeconfig: str | None = None
     #: kopf's liveness endpoint (``None`` disables it).

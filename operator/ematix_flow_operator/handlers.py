@@ -145,7 +145,7 @@ class Operator:
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
         with self._lock(namespace, name):
             try:
-                desired = desired_cronjob(body)
+                desired = desired_cronjob(body, default_image=self.config.default_image)
                 action = self._apply(desired, body)
             except InvalidSpecError as exc:
                 reason, message = exc.reason, exc.message
@@ -211,7 +211,7 @@ class Operator:
             self.reconcile(body, cause="restored after deletion")
             return
         try:
-            desired = desired_cronjob(body)
+            desired = desired_cronjob(body, default_image=self.config.default_image)
         except InvalidSpecError:
             return  # the resource's own handler reports it
         if drifted(desired, cronjob):
@@ -266,7 +266,7 @@ class Operator:
         if _meta(body).get("deletionTimestamp"):
             return
         try:
-            desired = desired_cronjob(body)
+            desired = desired_cronjob(body, default_image=self.config.default_image)
         except InvalidSpecError:
             return  # already reported by the resource's handler; nothing to restore
         actual = self.api.get_cronjob(namespace, desired["metadata"]["name"])

@@ -18,21 +18,33 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ematix_flow._errors import ConfigurationError
 from ematix_flow._k8s.cronjob import render_cronjob
+from ematix_flow_operator.errors import InvalidSpecError
 from ematix_flow_operator.spec import parse_spec
 
 __all__ = ["contains", "desired_cronjob", "drifted", "owner_of", "replacement"]
 
 
-def desired_cronjob(body: Mapping[str, Any]) -> dict[str, Any]:
+def desired_cronjob(body: Mapping[str, Any], *, default_image: str | None = None) -> dict[str, Any]:
     """The CronJob manifest for the EmatixPipeline ``body`` (as the API returns it).
 
-    Raises :class:`~ematix_flow_operator.errors.InvalidSpecError` for a spec that
-    cannot be rendered.
+    ``default_image`` serves a spec without ``image``. Raises
+    :class:`~ematix_flow_operator.errors.InvalidSpecError` for a spec that cannot be
+    rendered.
     """
     meta = body.get("metadata") or {}
     spec = parse_spec(body.get("spec"))
-    return render_cronjob(meta["name"], meta["namespace"], meta["uid"], spec)
+    try:
+        return render_cronjob(
+            meta["name"], meta["namespace"], meta["uid"], spec, default_image=default_image
+        )
+    except ConfigurationError as exc:
+        raise InvalidSpecError(
+            "MissingImage",
+            "spec.image is not set and the operator has no default pipeline image: set "
+            "spec.image, or the chart value pipelineImage (--default-image)",
+        ) from exc
 
 
 def contains(actual: Any, wanted: Any) -> bool:

@@ -144,8 +144,8 @@ class Cluster:
         return self._in_loop(
             lambda: sum(
                 1
-                for r in self.emulator.requests
-                if str(r.method.value).upper() == method.upper() and path_part in r.url.path
+                for verb, path in self.emulator.calls
+                if verb == method.upper() and path_part in path
             )
         )
 
