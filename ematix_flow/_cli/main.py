@@ -36,6 +36,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+import ematix_flow._cli.k8s as k8s
 from ematix_flow._cli import _output, connections, devdb
 from ematix_flow._errors import EmatixFlowError
 
@@ -93,6 +94,7 @@ def _root(
 # --- command groups and commands, one line each (see the module docstring) -----------
 app.add_typer(connections.app, name="connections")
 app.add_typer(devdb.app, name="dev-db")
+app.command("export-k8s")(k8s.export_k8s)
 
 
 def main() -> None:

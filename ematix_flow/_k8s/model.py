@@ -167,8 +167,8 @@ class TargetInfo(_Model):
     """One target of the pipeline, carried for display (the code decides what runs)."""
 
     table: str = Field(min_length=1, description="Qualified target table (schema.table).")
-    mode: Mode = Field(description="Sync mode of the target.")
-    keys: list[str] = Field(default_factory=list, description="Merge keys, when resolved.")
+    mode: Mode | None = Field(default=None, description="Sync mode of the target.")
+    keys: list[str] | None = Field(default=None, description="Merge keys, when known.")
 
 
 class KeySelector(_Model):

@@ -1,0 +1,154 @@
+"""``flow export-k8s`` — the scheduled pipelines of a module as EmatixPipeline resources.
+
+::
+
+    flow export-k8s --module my_pipelines --image registry.example/pipelines:1.4 --output -
+    flow export-k8s --module my_pipelines --image … --namespace data --output k8s/
+
+Parses, imports the module (which registers its pipelines), calls
+:func:`ematix_flow._k8s.export.export_pipelines` and renders: the YAML (on stdout with
+``--output -``, else one file per pipeline in the directory) and the list of Secrets to
+create — on stderr when stdout carries the YAML, so ``| kubectl apply -f -`` stays
+clean. No connection is resolved and no secret value is read.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ematix_flow._cli._output import console, fail
+from ematix_flow._exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from ematix_flow._k8s.export import Export
+
+__all__ = ["export_k8s"]
+
+_DEFAULT_TEMPLATE = "ematix-flow-{connection}"
+
+
+def _registered(module: str) -> list[object]:
+    """Import ``module`` the way ``flow run --module`` does; its registered pipelines."""
+    import importlib
+
+    from ematix_flow import pipeline
+
+    # As `python -c "import M"` from the working directory (uvicorn, celery do the same).
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    importlib.import_module(module)
+    return list(pipeline.registry().values())
+
+
+def _secrets_report(export: Export, *, stderr: bool) -> None:
+    from rich.text import Text
+
+    out = console(stderr=stderr)
+    where = f" -n {export.namespace}" if export.namespace else ""
+    if export.skipped:
+        out.print(
+            Text(f"Skipped (no schedule, nothing to run on a CronJob): {', '.join(export.skipped)}")
+        )
+    if not export.secrets:
+        out.print(Text("The pipelines use no named connection: no Secret to create."))
+        return
+    out.print(Text("Create these Secrets (one DSN each; values never appear in the export):"))
+    for secret in export.secrets:
+        users = ", ".join(secret.pipelines)
+        out.print(
+            Text(
+                f"  {secret.name}  key {secret.key}  ← connection {secret.connection!r} "
+                f"(used by {users})"
+            )
+        )
+    first = export.secrets[0]
+    out.print(Text("For example:"))
+    out.print(
+        Text(
+            f"  kubectl{where} create secret generic {first.name} "
+            f"--from-literal={first.key}='postgresql://USER:PASSWORD@HOST:5432/DBNAME'"
+        )
+    )
+
+
+def export_k8s(
+    module: Annotated[
+        str,
+        typer.Option(
+            "--module", "-m", help="Python module whose pipelines to export (as for flow run)."
+        ),
+    ],
+    image: Annotated[
+        str,
+        typer.Option(help="Container image of the pipeline pods (holds flow and the module)."),
+    ],
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", "-n", help="Namespace written into each resource (default: none)."
+        ),
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Directory for one <pipeline>.yaml per pipeline, or - for one YAML stream "
+            "on stdout.",
+        ),
+    ] = "-",
+    secret_name_template: Annotated[
+        str,
+        typer.Option(
+            help="Secret name per connection; {connection} is the connection name in DNS "
+            "form (lower case, '_' → '-').",
+        ),
+    ] = _DEFAULT_TEMPLATE,
+) -> None:
+    """Write the scheduled pipelines of a module as EmatixPipeline resources."""
+    from ematix_flow._k8s.export import export_pipelines, write_directory
+
+    try:
+        export = export_pipelines(
+            _registered(module),
+            module=module,
+            image=image,
+            namespace=namespace,
+            secret_name_template=secret_name_template,
+        )
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+            raise  # the module exists but one of its own imports is missing
+        raise fail(
+            f"cannot import module {module!r} ({exc}); run from the folder that holds it or "
+            "pass its dotted path, e.g. --module my_pipelines",
+            ExitCode.USAGE,
+        ) from None
+    if not export.resources:
+        skipped = f" (without a schedule: {', '.join(export.skipped)})" if export.skipped else ""
+        raise fail(
+            f"module {module!r} registers no scheduled pipeline{skipped}; give a pipeline a "
+            'schedule, e.g. @ematix.pipeline(..., schedule="0 * * * *")',
+            ExitCode.USAGE,
+        )
+    if output == "-":
+        sys.stdout.write(export.yaml())
+        sys.stdout.flush()
+        _secrets_report(export, stderr=True)
+        return
+    result = write_directory(export, Path(output))
+    out = console()
+    from rich.text import Text
+
+    for name in result.written:
+        out.print(Text(f"wrote {Path(output) / name}"))
+    for name in result.unchanged:
+        out.print(Text(f"unchanged {Path(output) / name}"))
+    for name in result.removed:
+        out.print(Text(f"removed {Path(output) / name} (its pipeline is gone)"))
+    _secrets_report(export, stderr=False)
