@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from ematix_flow._engine import state
 from ematix_flow._engine.copy import pipe
 from ematix_flow._engine.explain import driver_message, explain
-from ematix_flow._engine.inspect import describe_source, inspect_target
+from ematix_flow._engine.inspect import describe, inspect_target
 from ematix_flow._engine.plan import Plan, Step, build_plan, copy_in_sql, copy_out_sql, stage_sql
 from ematix_flow._errors import EmatixFlowError, SourceError, SyncError
 
@@ -165,7 +165,6 @@ def execute(
     schema = plan.state_schema
     where = f"Pipeline {plan.pipeline}, target {plan.target}"
     tconn: psycopg.Connection[Any] | None = None
-    sconn: psycopg.Connection[Any] | None = None
     try:
         tconn = plan.target_conn_obj.open(autocommit=True)
         state.ensure_state(tconn, schema)
@@ -185,9 +184,6 @@ def execute(
         err.__cause__ = exc
         result.error = str(err)
         result.exception = err
-    finally:
-        if sconn is not None:
-            sconn.close()
     result.duration_s = time.perf_counter() - t0
     result.t0 = 0.0
     if tconn is not None:
@@ -257,7 +253,6 @@ def _run(
                 pipeline=plan.pipeline,
                 incremental=options.incremental_column is not None,
             )
-            source_sql = plan.source_obj.select_sql(options.table)
             if plan.path == "cross_db":
                 sconn = plan.source_conn_obj.open(autocommit=True)
                 describe_conn = sconn
@@ -266,9 +261,9 @@ def _run(
             try:
                 if describe_conn is conn:
                     with conn.transaction():
-                        scols = describe_source(conn, source_sql)
+                        scols = describe(conn, plan.source_obj, options.table)
                 else:
-                    scols = describe_source(describe_conn, source_sql)
+                    scols = describe(describe_conn, plan.source_obj, options.table)
             except psycopg.Error as exc:
                 raise SourceError(
                     f"{where}: the source {plan.source} failed: {driver_message(exc)}"

@@ -93,3 +93,28 @@ def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[Sou
             ).fetchall()
         )
     return tuple(SourceColumn(d.name, d.type_code, types.get(d.type_code, "text")) for d in desc)
+
+
+def describe(
+    conn: psycopg.Connection[Any], source: Any, table: TableSpec
+) -> tuple[SourceColumn, ...]:
+    """The source's columns named as the target's: a table source is described as the
+    raw table and mapped through ``column_map`` (a missing column is simply absent, so
+    the planner can name it); a query source is described as written."""
+    if source.kind != "table":
+        return describe_source(conn, source.select_sql(table))
+    from psycopg import sql
+
+    raw = describe_source(
+        conn,
+        sql.SQL("SELECT * FROM {}")
+        .format(sql.Identifier(source.schema, source.table))
+        .as_string(None),
+    )
+    by_name = {c.name: c for c in raw}
+    out = []
+    for col in table.declared_columns:
+        found = by_name.get(source.source_column(col.name))
+        if found is not None:
+            out.append(SourceColumn(col.name, found.oid, found.type))
+    return tuple(out)

@@ -199,7 +199,7 @@ def plan(
     scols: tuple[SourceColumn, ...] | None = None
     unknown: list[str] = []
     if inspect:
-        from ematix_flow._engine.inspect import describe_source, inspect_target
+        from ematix_flow._engine.inspect import describe, inspect_target
 
         try:
             with target_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
@@ -214,7 +214,7 @@ def plan(
             unknown.append(f"target: {exc}")
         try:
             with source_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
-                scols = describe_source(conn, source.select_sql(options.table))
+                scols = describe(conn, source, options.table)
         except EmatixFlowError as exc:
             unknown.append(f"source: {exc}")
         except Exception as exc:  # the source SQL itself failed
