@@ -86,7 +86,9 @@ def per_user_dir(*parts: str) -> Path:
 
 def _postmaster(datadir: Path) -> Any:
     """The parsed ``postmaster.pid`` of ``datadir`` when its server is running, else None."""
-    from pgserver.utils import PostmasterInfo
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+        from pgserver.utils import PostmasterInfo
 
     try:
         info = PostmasterInfo.read_from_pgdata(datadir)

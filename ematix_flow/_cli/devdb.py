@@ -212,10 +212,11 @@ def stop(
     out = console()
     with out.status(f"stopping PostgreSQL in {path}", spinner="dots"):
         stopped = stop_embedded(path)
+    what = f"dev-db [bold]{name}[/]" if data_dir is None else "the PostgreSQL"
     if stopped:
-        out.print(f"dev-db [bold]{name}[/] stopped ({path})")
+        out.print(f"{what} stopped ({path})")
     else:
-        out.print(f"dev-db [bold]{name}[/] was not running ({path})")
+        out.print(f"{what} was not running ({path})")
 
 
 @app.command("status")
