@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from operator_harness import Cluster, OperatorThread
+from ematix_flow._k8s.model import GROUP, PLURAL, VERSION
+from operator_harness import RESOURCE, Cluster, OperatorThread
 
 
 @pytest.fixture(scope="module")
@@ -29,5 +30,11 @@ def operator_thread(cluster: Cluster) -> Iterator[OperatorThread]:
 
 
 @pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:8]}"
+def ns(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace; its EmatixPipelines (and by GC their CronJobs) deleted after."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    yield name
+    for body in cluster.list(RESOURCE, name):
+        cluster.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, name, PLURAL, body["metadata"]["name"]
+        )

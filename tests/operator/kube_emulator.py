@@ -155,8 +155,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
     _watchers: list[_Watcher] = attrs.field(factory=list, init=False)
     _faults: list[_Fault] = attrs.field(factory=list, init=False)
     namespaces: set[str] = attrs.field(factory=lambda: {"default"})
-    #: Every request served, as (method, path), failed or not.
-    calls: list[tuple[str, str]] = attrs.field(factory=list, init=False)
+    #: Every request served, as (method, path, query string), failed or not.
+    calls: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)
 
     # --- test helpers -------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class StrictEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         await raw_request.read()
-        self.calls.append((raw_request.method, raw_request.path))
+        self.calls.append((raw_request.method, raw_request.path, raw_request.query_string))
         for fault in self._faults:
             if (
                 fault.remaining > 0

@@ -144,8 +144,18 @@ class Cluster:
         return self._in_loop(
             lambda: sum(
                 1
-                for verb, path in self.emulator.calls
+                for verb, path, _ in self.emulator.calls
                 if verb == method.upper() and path_part in path
+            )
+        )
+
+    def watches(self, plural: str) -> int:
+        """How many watch requests on ``plural`` have been made so far."""
+        return self._in_loop(
+            lambda: sum(
+                1
+                for verb, path, query in self.emulator.calls
+                if verb == "GET" and path.endswith(f"/{plural}") and "watch=true" in query
             )
         )
 
@@ -208,10 +218,11 @@ class OperatorThread:
 
     def __init__(self, cluster: Cluster, **config: Any) -> None:
         config.setdefault("all_namespaces", not config.get("namespaces"))
-        config.setdefault("recheck_interval", 1.0)
+        config.setdefault("recheck_interval", 5.0)
         config.setdefault("retry_delay", 0.3)
         config.setdefault("liveness_endpoint", None)
         self.config = OperatorConfig(kubeconfig=str(cluster.kubeconfig), **config)
+        self.cluster = cluster
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -228,12 +239,21 @@ class OperatorThread:
             self.error = exc
 
     def start(self) -> OperatorThread:
+        """Start and return once the operator watches EmatixPipelines."""
         self._stop.clear()
         self._ready.clear()
+        watches = self.cluster.watches(PLURAL)
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
         self._thread.start()
         if not self._ready.wait(20):
             raise AssertionError(f"the operator did not start: {self.error!r}")
+        wait_for(
+            lambda: self.error is not None or self.cluster.watches(PLURAL) > watches,
+            timeout=20,
+            what="the operator's watch on EmatixPipelines",
+        )
+        if self.error is not None:
+            raise AssertionError(f"the operator crashed: {self.error!r}") from self.error
         return self
 
     def stop(self) -> None:
