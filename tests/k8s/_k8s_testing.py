@@ -20,6 +20,8 @@ import yaml
 
 #: Kubernetes version whose official schemas the manifests are checked against.
 K8S_VERSION = "1.33"
+#: The oldest version the chart supports (``kubeVersion`` in Chart.yaml): checked too.
+K8S_MIN_VERSION = "1.29"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "emtxpipelines.ematix.io.yaml"
 
@@ -30,16 +32,19 @@ def load_all(text: str) -> list[dict[str, Any]]:
 
 
 def validate_strict(doc: dict[str, Any]) -> None:
-    """Fail the test unless ``doc`` is a valid object of the official schemas (strict)."""
-    try:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        where = ".".join(str(p) for p in exc.path)
-        raise AssertionError(
-            f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}: {where}: {exc.message}"
-        ) from None
-    except kubernetes_validate.SchemaNotFoundError as exc:
-        raise AssertionError(exc.message) from None
+    """Fail the test unless ``doc`` is a valid object of the official schemas (strict),
+    for :data:`K8S_VERSION` and for :data:`K8S_MIN_VERSION`."""
+    for version in (K8S_VERSION, K8S_MIN_VERSION):
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            name = doc.get("metadata", {}).get("name")
+            raise AssertionError(
+                f"Kubernetes {version}: {doc.get('kind')}/{name}: {where}: {exc.message}"
+            ) from None
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            raise AssertionError(exc.message) from None
 
 
 @functools.cache

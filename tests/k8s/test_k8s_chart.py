@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from _helm import run_helm
-from _k8s_testing import REPO_ROOT, load_all, validate_strict
+from _k8s_testing import K8S_MIN_VERSION, REPO_ROOT, load_all, validate_strict
 
 from ematix_flow._k8s.crd import build_crd
 
@@ -109,6 +109,16 @@ def test_every_rendered_object_validates_strictly(
     assert docs
     for doc in docs:
         validate_strict(doc)
+
+
+def test_chart_requires_the_oldest_version_the_manifests_are_validated_for(helm: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={K8S_MIN_VERSION}.0-0"
+    major, minor = (int(x) for x in K8S_MIN_VERSION.split("."))
+    older = run_helm(helm, "template", "flow", str(CHART), "--kube-version", f"{major}.{minor - 1}")
+    assert older.returncode != 0
+    assert "kubeVersion" in older.stderr or "incompatible" in older.stderr
+    assert _template(helm, "--kube-version", K8S_MIN_VERSION)
 
 
 def test_defaults_install_everything_cluster_wide(helm: Path) -> None:
