@@ -12,10 +12,19 @@ Re-exported from :mod:`ematix_flow`::
 from __future__ import annotations
 
 from ematix_flow._declarative._markers import natural_key, nullable, pk
+from ematix_flow._declarative._pipeline import DeclaredPipeline, PipelineSpec, pipeline
 from ematix_flow._declarative._table import table
 from ematix_flow._declarative._target import Target, target
 
-__all__ = ["Target", "ematix", "natural_key", "nullable", "pk"]
+__all__ = [
+    "DeclaredPipeline",
+    "PipelineSpec",
+    "Target",
+    "ematix",
+    "natural_key",
+    "nullable",
+    "pk",
+]
 
 
 class _Ematix:
@@ -23,6 +32,7 @@ class _Ematix:
 
     __slots__ = ()
     table = staticmethod(table)
+    pipeline = staticmethod(pipeline)
     target = staticmethod(target)
 
     def __repr__(self) -> str:

@@ -3,9 +3,10 @@
 
 The same option may be given at three levels; the most specific one wins (spec §3,
 §5): ``ematix.target(...)`` → ``@ematix.pipeline(...)`` → ``@ematix.table(...)``
-defaults → the engine's own default (the option is then not passed at all). ``UNSET``
-marks "not given", because ``None`` is a real value (``handle_deletes=None`` switches
-delete handling off even when the table's default turns it on).
+defaults → the engine's own default (the option is then not passed at all). ``None``
+means "not given" at every level, as it does for :func:`ematix_flow.pipeline.sync`
+(which itself falls back to the table's defaults for ``None`` options): a level cannot
+switch a table default *off* by passing ``None``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ __all__ = [
     "HANDLE_DELETES",
     "MODES",
     "OPTION_NAMES",
-    "UNSET",
-    "Unset",
     "check_combination",
     "normalize_option",
     "resolve_options",
@@ -45,26 +44,6 @@ OPTION_NAMES: Final = (
 
 _COLUMN_LISTS = ("keys", "compare_columns", "update_columns")
 _COLUMN_NAMES = ("event_timestamp_column", "incremental_column")
-
-
-class Unset:
-    """The "not given" sentinel (``None`` is a meaningful value for several options)."""
-
-    _instance: Unset | None = None
-
-    def __new__(cls) -> Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNSET: Final = Unset()
 
 
 def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str]) -> Any:
@@ -153,12 +132,12 @@ def check_combination(options: Mapping[str, Any], *, where: str) -> None:
 
 
 def resolve_options(*levels: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge option levels, most specific first; ``UNSET`` values fall through."""
+    """Merge option levels, most specific first; ``None`` (not given) falls through."""
     resolved: dict[str, Any] = {}
     for name in OPTION_NAMES:
         for level in levels:
-            value = level.get(name, UNSET)
-            if value is not UNSET:
+            value = level.get(name)
+            if value is not None:
                 resolved[name] = value
                 break
     return resolved

@@ -32,7 +32,7 @@ from ematix_flow._declarative._markers import (
     Nullable,
     PrimaryKey,
 )
-from ematix_flow._declarative._options import UNSET, check_combination, normalize_option
+from ematix_flow._declarative._options import check_combination, normalize_option
 from ematix_flow._errors import DefinitionError, MarkerUsageError
 from ematix_flow.table import ManagedTable
 from ematix_flow.types import BigInt, Integer, SmallInt, SqlType, sql_type
@@ -52,7 +52,7 @@ def table(
     cls: type | None = None,
     /,
     *,
-    schema: Any = UNSET,
+    schema: str | None = None,
     name: str | None = None,
     **table_defaults: Any,
 ) -> Callable[[type], type[ManagedTable]]:
@@ -89,7 +89,7 @@ def table(
 
 
 def _build(
-    cls: type, *, schema: Any, name: str | None, table_defaults: dict[str, Any], caller: Any
+    cls: type, *, schema: str | None, name: str | None, table_defaults: dict[str, Any], caller: Any
 ) -> type[ManagedTable]:
     if not isinstance(cls, type):
         raise DefinitionError(f"@ematix.table decorates a class, not {cls!r}")
@@ -100,7 +100,7 @@ def _build(
             f"{owner} already subclasses ManagedTable; use either the imperative "
             f"class {owner}(ManagedTable) form or @ematix.table on a plain class, not both"
         )
-    if schema is UNSET or schema is None:
+    if schema is None:
         raise DefinitionError(
             f'@ematix.table on {owner} needs schema=, e.g. @ematix.table(schema="warehouse"); '
             "every managed table lives in an explicit schema"

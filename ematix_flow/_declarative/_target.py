@@ -23,8 +23,6 @@ from typing import Any
 
 from ematix_flow._declarative._options import (
     OPTION_NAMES,
-    UNSET,
-    Unset,
     check_combination,
     normalize_option,
 )
@@ -38,19 +36,19 @@ __all__ = ["Target", "target"]
 class Target:
     """A target table plus the options that apply to it alone.
 
-    Options left ``UNSET`` fall through to the pipeline, then the table's defaults.
+    Options left ``None`` fall through to the pipeline, then the table's defaults.
     """
 
     table: type[ManagedTable]
-    mode: Any = UNSET
+    mode: Any = None
     target_connection: str | None = None
-    event_timestamp_column: Any = UNSET
-    ttl: Any = UNSET
-    handle_deletes: Any = UNSET
-    keys: Any = UNSET
-    compare_columns: Any = UNSET
-    update_columns: Any = UNSET
-    incremental_column: Any = UNSET
+    event_timestamp_column: Any = None
+    ttl: Any = None
+    handle_deletes: Any = None
+    keys: Any = None
+    compare_columns: Any = None
+    update_columns: Any = None
+    incremental_column: Any = None
 
     def __post_init__(self) -> None:
         spec = table_spec(self.table)
@@ -65,18 +63,18 @@ class Target:
         given: dict[str, Any] = {}
         for name in OPTION_NAMES:
             value = getattr(self, name)
-            if value is not UNSET:
+            if value is not None:
                 value = normalize_option(name, value, where=where, columns=spec.column_names)
                 object.__setattr__(self, name, value)
                 given[name] = value
         check_combination(given, where=where)
 
     def options(self) -> dict[str, Any]:
-        """The options this target sets itself (``UNSET`` ones left out)."""
+        """The options this target sets itself (``None`` ones left out)."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name in OPTION_NAMES and getattr(self, f.name) is not UNSET
+            if f.name in OPTION_NAMES and getattr(self, f.name) is not None
         }
 
 
@@ -86,13 +84,13 @@ def target(
     *,
     mode: str,
     target_connection: str | None = None,
-    event_timestamp_column: str | Unset | None = UNSET,
-    ttl: timedelta | Unset | None = UNSET,
-    handle_deletes: str | Unset | None = UNSET,
-    keys: tuple[str, ...] | Unset | None = UNSET,
-    compare_columns: tuple[str, ...] | Unset | None = UNSET,
-    update_columns: tuple[str, ...] | Unset | None = UNSET,
-    incremental_column: str | Unset | None = UNSET,
+    event_timestamp_column: str | None = None,
+    ttl: timedelta | None = None,
+    handle_deletes: str | None = None,
+    keys: tuple[str, ...] | None = None,
+    compare_columns: tuple[str, ...] | None = None,
+    update_columns: tuple[str, ...] | None = None,
+    incremental_column: str | None = None,
 ) -> Target:
     """One target of ``@ematix.pipeline(targets=[...])``; ``mode=`` is required.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import pytest
 
 from ematix_flow import ematix, pk
-from ematix_flow._declarative._options import UNSET, resolve_options
+from ematix_flow._declarative._options import resolve_options
 from ematix_flow._errors import DefinitionError
 from ematix_flow.types import BigInt, Text, TimestampTZ
 
@@ -33,7 +33,7 @@ def test_target_keeps_given_options_only() -> None:
     assert t.table is Features
     assert t.target_connection == "alt_warehouse"
     assert t.keys == ("user_id",)
-    assert t.compare_columns is UNSET
+    assert t.compare_columns is None
     assert t.options() == {
         "mode": "scd2",
         "keys": ("user_id",),
@@ -44,10 +44,11 @@ def test_target_keeps_given_options_only() -> None:
         t.mode = "append"  # type: ignore[misc]
 
 
-def test_most_specific_level_wins_and_none_is_a_value() -> None:
+def test_most_specific_level_wins_and_none_falls_through() -> None:
     t = ematix.target(Features, mode="scd2", handle_deletes=None)
-    resolved = resolve_options(t.options(), {"mode": "append"}, Features.__table_options__)
-    assert resolved == {"mode": "scd2", "handle_deletes": None}
+    pipeline_level = {"mode": "append", "keys": ("user_id",), "handle_deletes": None}
+    resolved = resolve_options(t.options(), pipeline_level, Features.__table_options__)
+    assert resolved == {"mode": "scd2", "keys": ("user_id",), "handle_deletes": "hard"}
 
 
 @pytest.mark.parametrize(
