@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from ematix_flow import _core
-from ematix_flow._engine import TargetOptions, execute, plan
+from ematix_flow import _core, pipeline
 from ematix_flow.source import Source
-from ematix_flow.table import ManagedTable, table_spec
+from ematix_flow.table import ManagedTable
 from ematix_flow.types import BigInt, Column, Text, TimestampTZ
 
 pytestmark = pytest.mark.db
@@ -53,16 +52,6 @@ class EventsByKey(ManagedTable):
 TARGETS = {"append": EventsLog, "merge": EventsByKey}
 
 
-def _sync(*, target: Any, source: Any, target_connection: Any, **options: Any) -> dict[str, Any]:
-    # TEMPORARY until pipeline.sync lands: plan + execute as it will.
-    opts = TargetOptions(table=table_spec(target), **options)
-    res = execute(plan(opts, source, target_connection, pipeline="incremental"))
-    if res.exception is not None:
-        raise res.exception
-    assert res.status == "succeeded", res.error
-    return res.summary()
-
-
 class Incremental:
     def __init__(self, dbs: Any, *, mode: str, path: str) -> None:
         self.dbs = dbs
@@ -86,7 +75,7 @@ class Incremental:
             )
 
     def sync(self) -> dict[str, Any]:
-        result = _sync(
+        result = pipeline.sync(
             target=self.target,
             source=Source.postgres_query(
                 _core.connect(self.source_url), "SELECT id, ts, payload FROM src.events"
@@ -96,7 +85,7 @@ class Incremental:
             keys=("id",) if self.mode == "merge" else None,
             incremental_column="ts",
         )
-        assert result["path"] == self.path
+        assert result["status"] == "succeeded" and result["path"] == self.path, result
         return result
 
     def source_rows(self) -> Counter[tuple[Any, ...]]:

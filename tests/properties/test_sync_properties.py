@@ -26,10 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ematix_flow import _core
-from ematix_flow._engine import TargetOptions, execute, plan
+from ematix_flow import _core, pipeline
 from ematix_flow.source import Source
-from ematix_flow.table import ManagedTable, table_spec
+from ematix_flow.table import ManagedTable
 from ematix_flow.types import BigInt, Column, Numeric, Text
 
 pytestmark = pytest.mark.db
@@ -45,7 +44,7 @@ sequences = st.lists(snapshots, min_size=1, max_size=5)
 deletes = st.sampled_from([None, "soft", "hard"])
 
 PROPERTY_SETTINGS = settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -111,16 +110,6 @@ class Scd2Model:
         return ins, upd, dele
 
 
-def _sync(*, target: Any, source: Any, target_connection: Any, **options: Any) -> dict[str, Any]:
-    # TEMPORARY until pipeline.sync lands: plan + execute as it will.
-    opts = TargetOptions(table=table_spec(target), **options)
-    res = execute(plan(opts, source, target_connection, pipeline="properties"))
-    if res.exception is not None:
-        raise res.exception
-    assert res.status == "succeeded", res.error
-    return res.summary()
-
-
 # --- the database side ----------------------------------------------------------------
 
 
@@ -164,7 +153,7 @@ class Case:
                 )
 
     def sync(self) -> dict[str, Any]:
-        return _sync(
+        result = pipeline.sync(
             target=self.target,
             source=Source.postgres_query(
                 _core.connect(self.source_url), f"SELECT k, v, n FROM src.{self.source_table}"
@@ -174,6 +163,8 @@ class Case:
             keys=("k",),
             handle_deletes=self.handle_deletes,
         )
+        assert result["status"] == "succeeded", result
+        return result
 
     def rows(self) -> list[dict[str, Any]]:
         """Every target row with every column (framework ones too) and its ``xmin``."""
