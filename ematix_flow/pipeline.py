@@ -68,6 +68,9 @@ AD_HOC = "(ad hoc)"
 
 _action: ContextVar[str] = ContextVar("ematix_flow_action", default="run")
 _report: ContextVar[RunReport | None] = ContextVar("ematix_flow_report", default=None)
+_progress: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "ematix_flow_progress", default=None
+)
 
 
 @dataclass
@@ -225,7 +228,12 @@ def sync(
                 plan=the_plan,
             )
         else:
-            result = execute(the_plan, dry_run=action == "dry_run")
+            tell = _progress.get()
+            result = execute(
+                the_plan,
+                dry_run=action == "dry_run",
+                on_step=None if tell is None else lambda s: tell(f"{spec.qualified_name}: {s}"),
+            )
             if result.plan is not None:
                 _warn(report, result.plan.warnings)
     report.results.append(result)
@@ -410,30 +418,43 @@ def _unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _invoke(entry: ScheduledPipeline, action: str) -> RunReport:
+def _invoke(
+    entry: ScheduledPipeline, action: str, progress: Callable[[str], None] | None = None
+) -> RunReport:
     report = RunReport(
         pipeline=entry.name, action=action, continue_on_failure=entry.continue_on_failure
     )
-    with _running(report):
-        try:
-            out = entry.func()
-            if inspect.isawaitable(out):
-                asyncio.run(_await(out))
-        except EmatixFlowError as exc:
-            if not any(r.exception is exc for r in report.results):
-                report.error = str(exc)
-        except Exception as exc:
-            report.error = f"pipeline {entry.name} raised {type(exc).__name__}: {exc}"
+    token = _progress.set(progress)
+    try:
+        with _running(report):
+            _call(entry, report)
+    finally:
+        _progress.reset(token)
     return report
+
+
+def _call(entry: ScheduledPipeline, report: RunReport) -> None:
+    try:
+        out = entry.func()
+        if inspect.isawaitable(out):
+            asyncio.run(_await(out))
+    except EmatixFlowError as exc:
+        # A failed target already sits in the report; anything else is the body's error.
+        if not any(r.exception is exc for r in report.results):
+            report.error = str(exc)
+    except Exception as exc:
+        report.error = f"pipeline {entry.name} raised {type(exc).__name__}: {exc}"
 
 
 async def _await(value: Any) -> Any:
     return await value
 
 
-def run(name: str) -> RunReport:
-    """Run pipeline ``name`` now: every target committed (or failed) on its own."""
-    return _invoke(get(name), "run")
+def run(name: str, *, progress: Callable[[str], None] | None = None) -> RunReport:
+    """Run pipeline ``name`` now: every target committed (or failed) on its own.
+
+    ``progress`` is called with a short text before each step (the CLI's spinner)."""
+    return _invoke(get(name), "run", progress)
 
 
 def dry_run(name: str) -> RunReport:

@@ -1,0 +1,289 @@
+"""``flow list | run | run-due | history`` — registered pipelines from the command line.
+
+Each command imports the user's module (``--module M``, as ``python -c "import M"``
+would from the current directory: the working directory goes first on ``sys.path``),
+then calls :mod:`ematix_flow.pipeline` and renders. Exit codes: OK when every target
+succeeded, RUN_FAILED otherwise, CONFIG_ERROR when the module cannot be imported or a
+connection is not configured.
+
+``run-due`` rule (safe to call every minute, e.g. from cron or a Kubernetes CronJob):
+a pipeline is due when its schedule's most recent slot (cron evaluated in UTC, at or
+before now) is later than the start of its last recorded run that was not skipped. The
+last run is read from ``run_history`` in the pipeline's connections (``connections=``
+of ``register``, else the ``default`` connection). However many slots were missed, one
+run catches up. A pipeline with no recorded run is due: its most recent slot is by
+definition within the last schedule interval, and the first run is the initial load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ematix_flow._cli._output import FormatOption, OutputFormat, console, print_json
+from ematix_flow._errors import ConfigurationError
+from ematix_flow._exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from ematix_flow.pipeline import RunReport, ScheduledPipeline
+
+__all__ = ["history", "list_", "load_module", "run", "run_due"]
+
+ModuleOption = Annotated[
+    str,
+    typer.Option(
+        "--module",
+        "-m",
+        envvar="EMATIX_FLOW_MODULE",
+        help="Python module defining the pipelines, imported from the current directory.",
+    ),
+]
+
+
+def load_module(name: str) -> None:
+    """Import ``name`` like ``python -c "import name"`` run from the working directory."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path[:1]:
+        sys.path.insert(0, cwd)
+    try:
+        importlib.import_module(name)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot import module {name!r} (looked in {cwd} and on sys.path): "
+            f"{type(exc).__name__}: {exc}. Run flow from the folder holding {name}.py, or "
+            "make the module importable."
+        ) from exc
+
+
+def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
+    """List the pipelines a module registers: schedule, targets, connections."""
+    from ematix_flow import pipeline
+
+    load_module(module)
+    entries = list(pipeline.registry().values())
+    if output is OutputFormat.json:
+        print_json([e.to_dict() for e in entries])
+        return
+    out = console()
+    if not entries:
+        out.print(f"No pipelines registered by module {module}.", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("PIPELINE", "SCHEDULE", "TARGETS", "CONNECTIONS"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        targets = ", ".join(t.table + (f" ({t.mode})" if t.mode else "") for t in e.targets)
+        table.add_row(e.name, e.schedule or "—", targets or "—", ", ".join(e.connections) or "—")
+    out.print(table)
+
+
+def _render_report(report: RunReport) -> None:
+    from rich.text import Text
+
+    out = console()
+    for r in report.results:
+        mark = {"succeeded": "✓", "skipped": "-", "planned": "·"}.get(r.status, "✗")
+        style = {"succeeded": "green", "skipped": "yellow"}.get(r.status, "red")
+        line = Text(f"{mark} ", style=style) + Text(f"{r.target}  {r.mode}  {r.path or '—'}  ")
+        if r.status == "succeeded":
+            line += Text(
+                f"inserted {r.rows_inserted}  updated {r.rows_updated}  deleted "
+                f"{r.rows_deleted}  unchanged {r.rows_unchanged}  {r.duration_s:.2f}s"
+            )
+        else:
+            line += Text(f"{r.status}: {r.error or ''}")
+        out.print(line)
+    if report.error:
+        out.print(Text("✗ ", style="red") + Text(report.error))
+    if not report.results and not report.error:
+        out.print(f"pipeline {report.pipeline} synced no target", markup=False)
+
+
+def _run_with_progress(name: str) -> RunReport:
+    from ematix_flow import pipeline
+
+    if not sys.stderr.isatty():
+        return pipeline.run(name)
+    status = console(stderr=True).status(f"{name}: starting")
+    with status:
+        return pipeline.run(name, progress=lambda text: status.update(f"{name}: {text}"))
+
+
+def _write_summary(report: RunReport) -> None:
+    if not os.environ.get("EMATIX_FLOW_TERMINATION_MESSAGE_PATH"):
+        return
+    try:
+        from ematix_flow._k8s.summary import write_termination_summary
+    except ImportError:
+        return
+    write_termination_summary(report)
+
+
+def run(
+    name: Annotated[str, typer.Argument(help="The registered pipeline to run.")],
+    module: ModuleOption,
+    output: FormatOption = OutputFormat.text,
+) -> None:
+    """Run one pipeline now; exit 0 only when every target succeeded."""
+    load_module(module)
+    from ematix_flow import pipeline
+
+    pipeline.get(name)
+    report = _run_with_progress(name)
+    _write_summary(report)
+    if output is OutputFormat.json:
+        print_json(report.to_dict())
+    else:
+        _render_report(report)
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.RUN_FAILED))
+
+
+def _connections_of(entry: ScheduledPipeline) -> tuple[str, ...]:
+    return entry.connections or ("default",)
+
+
+def last_run(entry: ScheduledPipeline) -> datetime | None:
+    """The latest non-skipped run of ``entry`` across its connections' run history."""
+    from ematix_flow._engine import state
+    from ematix_flow.config import connect
+
+    latest: datetime | None = None
+    for name in _connections_of(entry):
+        conn = connect(name)
+        with conn.open(autocommit=True, connect_timeout=10) as pg:
+            found = state.read_last_run(pg, state.state_schema(), entry.name)
+        if found is not None and (latest is None or found > latest):
+            latest = found
+    return latest
+
+
+def due(entry: ScheduledPipeline, now: datetime) -> tuple[bool, str]:
+    """Whether ``entry`` is due at ``now``, and why (see the module docstring)."""
+    from croniter import croniter
+
+    assert entry.schedule is not None
+    slot = croniter(entry.schedule, now).get_prev(datetime)
+    last = last_run(entry)
+    if last is None:
+        return True, f"no recorded run; latest slot {slot.isoformat()}"
+    if last < slot:
+        return True, f"slot {slot.isoformat()} came due after the last run {last.isoformat()}"
+    nxt = croniter(entry.schedule, now).get_next(datetime)
+    return False, f"last run {last.isoformat()}; next slot {nxt.isoformat()}"
+
+
+def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
+    """Run every pipeline whose schedule came due since its last recorded run."""
+    from rich.text import Text
+
+    from ematix_flow import pipeline
+    from ematix_flow._errors import EmatixFlowError
+
+    load_module(module)
+    now = datetime.now(UTC)
+    ok = True
+    config_error = False
+    items: list[dict[str, Any]] = []
+    out = console()
+    for entry in pipeline.registry().values():
+        if entry.schedule is None:
+            continue
+        try:
+            is_due, reason = due(entry, now)
+        except EmatixFlowError as exc:
+            ok = False
+            config_error = config_error or isinstance(exc, ConfigurationError)
+            items.append({"pipeline": entry.name, "due": None, "reason": str(exc), "report": None})
+            if output is OutputFormat.text:
+                out.print(Text(f"✗ {entry.name}: cannot tell when it last ran: {exc}"))
+            continue
+        item: dict[str, Any] = {"pipeline": entry.name, "due": is_due, "reason": reason}
+        if output is OutputFormat.text:
+            out.print(Text(f"{entry.name}: {'due' if is_due else 'not due'} ({reason})"))
+        if is_due:
+            report = _run_with_progress(entry.name)
+            ok = ok and report.ok
+            item["report"] = report.to_dict()
+            if output is OutputFormat.text:
+                _render_report(report)
+        else:
+            item["report"] = None
+        items.append(item)
+    if output is OutputFormat.json:
+        print_json(items)
+    if not ok:
+        raise typer.Exit(int(ExitCode.CONFIG_ERROR if config_error else ExitCode.RUN_FAILED))
+
+
+def history(
+    name: Annotated[str, typer.Argument(help="The registered pipeline.")],
+    module: ModuleOption,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent runs.")] = 20,
+    output: FormatOption = OutputFormat.text,
+) -> None:
+    """Show a pipeline's recent runs (newest first) from its connections' run history."""
+    from ematix_flow import pipeline
+    from ematix_flow._engine import state
+    from ematix_flow.config import connect
+
+    load_module(module)
+    entry = pipeline.get(name)
+    rows: list[Any] = []
+    for conn_name in _connections_of(entry):
+        with connect(conn_name).open(autocommit=True, connect_timeout=10) as pg:
+            rows += state.read_history(pg, state.state_schema(), name, limit)
+    rows.sort(key=lambda r: r.started_at, reverse=True)
+    rows = rows[:limit]
+    if output is OutputFormat.json:
+        print_json([r.to_dict() for r in rows])
+        return
+    out = console()
+    if not rows:
+        out.print(f"No recorded runs of pipeline {name}.", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in (
+        "STARTED",
+        "TARGET",
+        "MODE",
+        "STATUS",
+        "INS",
+        "UPD",
+        "DEL",
+        "UNCH",
+        "SECONDS",
+        "ERROR",
+    ):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.target,
+            r.mode or "",
+            r.status,
+            *(
+                str(v) if v is not None else ""
+                for v in (r.rows_inserted, r.rows_updated, r.rows_deleted, r.rows_unchanged)
+            ),
+            f"{r.duration_s:.2f}" if r.duration_s is not None else "",
+            Text_(r.error),
+        )
+    out.print(table)
+
+
+def Text_(value: str | None) -> Any:
+    from rich.text import Text
+
+    return Text(value or "")
