@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from ematix_flow._errors import ConfigurationError, DefinitionError
@@ -132,7 +133,7 @@ def _dump(doc: Mapping[str, Any]) -> str:
 
 
 def _dns_label(text: str) -> str:
-    name = re.sub(r"[^a-z0-9.-]+", "-", text.lower())
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower())
     name = re.sub(r"-{2,}", "-", name).strip("-.")
     return name
 
@@ -207,6 +208,61 @@ def record_from_registered(pipeline: Any) -> PipelineRecord:
     )
 
 
+def _resource(
+    record: PipelineRecord,
+    name: str,
+    module: str,
+    image: str,
+    namespace: str | None,
+    secret_name_template: str,
+    secret_key: str,
+) -> model.EmatixPipeline:
+    connections = [
+        model.ConnectionRef(
+            name=connection,
+            secret_name=secret_name(secret_name_template, connection),
+            key=secret_key,
+        )
+        for connection in sorted(set(record.connections))
+    ]
+    spec = model.EmatixPipelineSpec(
+        pipeline=record.name,
+        module=module,
+        image=image,
+        schedule=record.schedule,
+        connections=connections,
+        targets=[
+            model.TargetInfo(table=t.table, mode=t.mode, keys=list(t.keys) or None)
+            for t in record.targets
+        ],
+    )
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    metadata["labels"] = {
+        "app.kubernetes.io/name": "ematix-flow",
+        "app.kubernetes.io/part-of": "ematix-flow",
+        LABEL_PIPELINE: label_value(record.name),
+    }
+    return model.EmatixPipeline(metadata=metadata, spec=spec)
+
+
+def _explain(err: Any, record: PipelineRecord, module: str) -> str:
+    """One validation error of the model, in the words of the export."""
+    field = str(err["loc"][0]) if err["loc"] else ""
+    if field == "schedule":
+        return (
+            f"its schedule {record.schedule!r} is not one Kubernetes CronJobs accept (five "
+            "cron fields, or @hourly, @daily, @weekly, @monthly, @yearly)"
+        )
+    if field == "module":
+        return f"--module {module!r} is not a dotted Python module path"
+    if field == "pipeline":
+        return "its name has characters a resource cannot carry (use letters, digits, _ . -)"
+    where = ".".join(str(p) for p in err["loc"]) or "spec"
+    return f"{where}: {err['msg']}"
+
+
 def export_pipelines(
     pipelines: Iterable[Any],
     *,
@@ -241,12 +297,17 @@ def export_pipelines(
                 f"Kubernetes resource {name!r}; rename one of them"
             )
         by_resource[name] = record.name
-        connections = []
+        try:
+            resources.append(
+                _resource(record, name, module, image, namespace, secret_name_template, secret_key)
+            )
+        except pydantic.ValidationError as exc:
+            raise DefinitionError(
+                f"pipeline {record.name!r} cannot become an EmatixPipeline: "
+                + "; ".join(_explain(err, record, module) for err in exc.errors())
+            ) from None
         for connection in sorted(set(record.connections)):
             secret = secret_name(secret_name_template, connection)
-            connections.append(
-                model.ConnectionRef(name=connection, secret_name=secret, key=secret_key)
-            )
             need = secrets.setdefault(
                 (secret, secret_key), {"connection": connection, "pipelines": set()}
             )
@@ -256,26 +317,6 @@ def export_pipelines(
                     f"Secret {secret!r}; use a --secret-name-template that keeps them apart"
                 )
             need["pipelines"].add(record.name)
-        spec = model.EmatixPipelineSpec(
-            pipeline=record.name,
-            module=module,
-            image=image,
-            schedule=record.schedule,
-            connections=connections,
-            targets=[
-                model.TargetInfo(table=t.table, mode=t.mode, keys=list(t.keys) or None)
-                for t in record.targets
-            ],
-        )
-        metadata: dict[str, Any] = {"name": name}
-        if namespace:
-            metadata["namespace"] = namespace
-        metadata["labels"] = {
-            "app.kubernetes.io/name": "ematix-flow",
-            "app.kubernetes.io/part-of": "ematix-flow",
-            LABEL_PIPELINE: label_value(record.name),
-        }
-        resources.append(model.EmatixPipeline(metadata=metadata, spec=spec))
     requirements = tuple(
         SecretRequirement(
             name=secret,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from _k8s_testing import load_all, validate_custom, validate_strict
 
@@ -110,9 +112,30 @@ def test_secret_name_template_is_applied_and_validated() -> None:
 
 
 def test_connections_that_map_to_one_secret_are_refused() -> None:
-    record = PipelineRecord("p", "@daily", connections=("alt-wh", "alt_wh"))
-    with pytest.raises(ConfigurationError, match="ematix-flow-alt-wh"):
-        _export(record)
+    one = PipelineRecord("one", "@daily", connections=("alt-wh",))
+    two = PipelineRecord("two", "@daily", connections=("alt_wh",))
+    with pytest.raises(ConfigurationError, match="Secret 'ematix-flow-alt-wh'"):
+        _export(one, two)
+    both = PipelineRecord("both", "@daily", connections=("alt-wh", "alt_wh"))
+    with pytest.raises(DefinitionError, match="EMATIX_FLOW_DSN_ALT_WH"):
+        _export(both)
+
+
+@pytest.mark.parametrize(
+    ("record", "module", "message"),
+    [
+        (PipelineRecord("p", "*/5 * * * * *"), "m", "schedule '*/5 * * * * *' is not one"),
+        (PipelineRecord("p", "@every 5m"), "m", "@hourly"),
+        (PipelineRecord("p", "@daily"), "my-module", "--module 'my-module' is not"),
+        (PipelineRecord("sync now!", "@daily"), "m", "its name has characters"),
+    ],
+)
+def test_what_kubernetes_cannot_run_is_explained(
+    record: PipelineRecord, module: str, message: str
+) -> None:
+    with pytest.raises(DefinitionError, match=re.escape(message)) as info:
+        export_pipelines([record], module=module, image=IMAGE)
+    assert repr(record.name) in str(info.value)
 
 
 def test_pipelines_that_map_to_one_resource_name_are_refused() -> None:
@@ -124,7 +147,7 @@ def test_pipelines_that_map_to_one_resource_name_are_refused() -> None:
     ("pipeline", "expected"),
     [
         ("customer_sync", "customer-sync"),
-        ("Orders.Daily", "orders.daily"),
+        ("Orders.Daily", "orders-daily"),
         ("__x__", "x"),
         ("a" * 80, None),
     ],
