@@ -1,7 +1,8 @@
 """A run killed with SIGKILL in the middle of a large cross-DB copy leaves the target,
 its watermark and the run history exactly as they were, and the next run completes.
 
-The run is a separate Python process calling the engine for one incremental merge. The
+The run is a separate Python process running a registered pipeline (one incremental
+merge). The
 test watches the target database's ``pg_stat_progress_copy`` until the run's COPY into
 its stage has taken rows, then kills the process with SIGKILL (no handler, no clean-up
 code runs). The server then ends the orphaned session and rolls its transaction back;
@@ -31,10 +32,9 @@ NEW_ROWS = 800_000
 SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from ematix_flow import _core
-    from ematix_flow._engine import TargetOptions, execute, plan
+    from ematix_flow import _core, pipeline
     from ematix_flow.source import Source
-    from ematix_flow.table import ManagedTable, table_spec
+    from ematix_flow.table import ManagedTable
     from ematix_flow.types import BigInt, Column, Text, TimestampTZ
 
     class Big(ManagedTable):
@@ -45,15 +45,23 @@ SCRIPT = textwrap.dedent(
         ts = Column(TimestampTZ(), nullable=False)
 
     source_url, warehouse_url = sys.argv[1], sys.argv[2]
-    options = TargetOptions(
-        table=table_spec(Big), mode="merge", keys=("id",), incremental_column="id"
-    )
-    source = Source.postgres_query(
-        _core.connect(source_url), "SELECT id, payload, ts FROM src.big"
-    )
-    result = execute(plan(options, source, _core.connect(warehouse_url), pipeline="big_sync"))
-    print(json.dumps(result.summary(), default=str))
-    sys.exit(0 if result.status == "succeeded" else 1)
+
+    @pipeline.register(name="big_sync")
+    def big_sync():
+        return pipeline.sync(
+            target=Big,
+            source=Source.postgres_query(
+                _core.connect(source_url), "SELECT id, payload, ts FROM src.big"
+            ),
+            target_connection=_core.connect(warehouse_url),
+            mode="merge",
+            keys=("id",),
+            incremental_column="id",
+        )
+
+    report = pipeline.run("big_sync")
+    print(json.dumps(report.to_dict(), default=str))
+    sys.exit(0 if report.ok else 1)
     """
 )
 
@@ -73,7 +81,9 @@ def _run(tmp_path: Path, dbs: Any) -> dict[str, Any]:
     proc = _start(tmp_path, dbs)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err or out
-    return json.loads(out.strip().splitlines()[-1])
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["ok"] and len(report["targets"]) == 1, report
+    return report["targets"][0]
 
 
 def _state(dbs: Any) -> dict[str, list[tuple[Any, ...]]]:
