@@ -465,14 +465,17 @@ class DeclaredPipeline:
             return self._func(*args)
         import asyncio
         import concurrent.futures
+        import contextvars
 
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self._func(*args))
-        # Called from inside a running event loop: asyncio.run needs a thread of its own.
+        # Called from inside a running event loop: asyncio.run needs a thread of its own,
+        # which must see this run's context (the action and report pipeline.sync reads).
+        context = contextvars.copy_context()
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self._func(*args)).result()
+            return pool.submit(context.run, asyncio.run, self._func(*args)).result()
 
     def _source(self, returned: Any, src: Any) -> Source:
         from ematix_flow.source import Source

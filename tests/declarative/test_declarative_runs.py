@@ -413,6 +413,18 @@ async def test_async_body_called_from_a_running_event_loop(named: Any) -> None:
     assert report.ok, report
     assert customers(named) == ANN_BEN
 
+    @ematix.pipeline(target=Customer, mode="merge", source_connection="oltp")
+    async def own_sync(src_conn, tgt_conn):
+        return pipeline.sync(
+            target=Customer,
+            source=Source.postgres_query(src_conn, CUSTOMERS),
+            target_connection=tgt_conn,
+            mode="merge",
+        )
+
+    preview = own_sync.preview()  # the body's own sync sees the preview action and report
+    assert [(r.target, r.status) for r in preview.results] == [("crm.customer", "planned")]
+
 
 # -- option precedence ----------------------------------------------------------------------
 
