@@ -463,8 +463,15 @@ def build_plan(
         else:
             watermark_before = tfacts.watermark
             filt = tfacts.watermark is not None
+            op = ">" if options.mode == "append" else ">="
             reason = (
-                f"rows with {options.incremental_column} > {tfacts.watermark!r} (stored watermark)"
+                f"rows with {options.incremental_column} {op} {tfacts.watermark!r} "
+                "(stored watermark)"
+                + (
+                    "; append reads strictly after it, so use a strictly increasing column"
+                    if op == ">"
+                    else "; rows at the watermark are re-read and left alone when unchanged"
+                )
                 if filt
                 else "no watermark stored yet: full load"
             )
@@ -483,6 +490,7 @@ def build_plan(
         incremental_column=options.incremental_column,
         watermark_filter=filt,
         event_timestamp_column=options.event_timestamp_column,
+        watermark_op=">" if options.mode == "append" else ">=",
         with_hash=options.mode in ("scd1", "scd2"),
         with_valid_from=options.mode == "scd2",
     )

@@ -87,6 +87,10 @@ class SqlContext:
     incremental_column: str | None
     watermark_filter: bool  # a stored watermark exists: filter the source by it
     event_timestamp_column: str | None = None
+    #: ">=" for keyed modes (re-reading rows at the stored maximum is harmless: unchanged
+    #: rows are not written, and a row that arrived late with that value is kept);
+    #: ">" for append, which would otherwise load the rows at the maximum twice.
+    watermark_op: str = ">"
     with_hash: bool = False
     with_valid_from: bool = False
 
@@ -101,8 +105,9 @@ class SqlContext:
     def watermark_where(self, alias: str = "q") -> sql.Composable:
         col = self.table.column(self.incremental_column or "")
         t = sql.SQL(cast_type(col))
-        return sql.SQL(" WHERE CAST({} AS {}) > CAST(current_setting({}) AS {})").format(
-            sql.Identifier(alias, col.name), t, sql.Literal(WATERMARK_SETTING), t
+        op = sql.SQL(">=" if self.watermark_op == ">=" else ">")
+        return sql.SQL(" WHERE CAST({} AS {}) {} CAST(current_setting({}) AS {})").format(
+            sql.Identifier(alias, col.name), t, op, sql.Literal(WATERMARK_SETTING), t
         )
 
     def source_relation(self) -> sql.Composable:

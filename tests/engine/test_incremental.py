@@ -146,15 +146,6 @@ def test_new_rows_across_runs_are_loaded_exactly_once(dbs: Any, mode: str, path:
     assert sum(s.target_rows().values()) == 11
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known engine gap: the watermark filter is a strict '>' on the stored maximum, so "
-        "a row arriving after a run with exactly that value is never loaded (docs/"
-        "concepts.md promises no row is lost). Remove this mark when the engine keeps "
-        "such rows (e.g. '>=' plus skipping already-loaded keys, or a lag window)."
-    ),
-)
 @pytest.mark.parametrize("path", ["same_db", "cross_db"])
 def test_late_row_with_the_stored_watermark_value_is_loaded(dbs: Any, path: str) -> None:
     s = Incremental(dbs, mode="merge", path=path)

@@ -83,7 +83,8 @@ def test_one_run_history_row_per_target_per_run(env: Any) -> None:
     )
     assert rows == [
         ("(ad hoc)", "wh.ev", "merge", "succeeded", "same_db", first["batch_id"], 1, 0, None, True),
-        ("(ad hoc)", "wh.ev", "merge", "succeeded", "same_db", rows[1][5], 0, 0, None, True),
+        # keyed modes re-read the row at the watermark (>=) and leave it unchanged
+        ("(ad hoc)", "wh.ev", "merge", "succeeded", "same_db", rows[1][5], 0, 1, None, True),
     ]
     assert env.rows("SELECT version FROM ematix_flow.schema_version") == [(state.STATE_VERSION,)]
 
