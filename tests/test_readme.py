@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from ematix_flow import pipeline
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
@@ -66,9 +68,14 @@ def test_readme_python_blocks_run(dbs: Any, monkeypatch: pytest.MonkeyPatch) -> 
     module = types.ModuleType("readme_examples")
     module.__file__ = str(README)
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    for number, block in enumerate(python_blocks(README.read_text(encoding="utf-8")), 1):
-        code = compile(block, f"README.md python block {number}", "exec")
-        exec(code, module.__dict__)
+    registered = set(pipeline.registry())
+    try:
+        for number, block in enumerate(python_blocks(README.read_text(encoding="utf-8")), 1):
+            code = compile(block, f"README.md python block {number}", "exec")
+            exec(code, module.__dict__)
+    finally:  # the examples' pipelines must not outlive this test
+        for name in set(pipeline.registry()) - registered:
+            pipeline._unregister(name)
 
     with dbs.connect("warehouse") as conn:
         current = conn.execute(
