@@ -42,6 +42,7 @@ from datetime import timedelta
 from typing import Any
 
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
+from ematix_flow._engine.execute import record_failure
 from ematix_flow._errors import DefinitionError, EmatixFlowError, PipelineNotFoundError
 from ematix_flow.source import Source
 from ematix_flow.table import table_spec
@@ -215,6 +216,14 @@ def sync(
             dry_run=action == "dry_run",
             exception=exc,
         )
+        if action == "run":
+            record_failure(
+                target_connection,
+                pipeline=report.pipeline,
+                target=spec.qualified_name,
+                mode=str(given["mode"]),
+                error=str(exc),
+            )
     else:
         _warn(report, the_plan.warnings)
         if action == "preview":

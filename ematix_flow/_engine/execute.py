@@ -381,3 +381,21 @@ def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult)
     written = int(values.get("written", result.rows_inserted + result.rows_updated))
     result.rows_unchanged = max(source_rows - written, 0)
     return values
+
+
+def record_failure(
+    target_connection: Any, *, pipeline: str, target: str, mode: str, error: str
+) -> None:
+    """Best effort: a ``failed`` run-history row for a target that failed before it
+    could execute (an invalid definition found while planning). Never raises."""
+    from ematix_flow.source import resolve_connection
+
+    now = datetime.now(UTC)
+    result = TargetResult(pipeline=pipeline, target=target, mode=mode, status="failed", error=error)
+    try:
+        conn = resolve_connection(target_connection)
+        with conn.open(autocommit=True, connect_timeout=5) as pg:
+            state.ensure_state(pg, state.state_schema())
+            _record(pg, state.state_schema(), result, now)
+    except (EmatixFlowError, psycopg.Error):
+        pass
