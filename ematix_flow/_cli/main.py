@@ -37,7 +37,7 @@ import typer
 from typer.core import TyperGroup
 
 import ematix_flow._cli.k8s as k8s
-from ematix_flow._cli import _output, connections, devdb, run
+from ematix_flow._cli import _output, connections, demo, devdb, run
 from ematix_flow._errors import EmatixFlowError
 
 __all__ = ["app", "main"]
@@ -95,6 +95,7 @@ def _root(
 app.add_typer(connections.app, name="connections")
 app.add_typer(devdb.app, name="dev-db")
 app.command("export-k8s")(k8s.export_k8s)
+app.command("demo")(demo.demo)
 app.command("list")(run.list_)
 app.command("run")(run.run)
 app.command("run-due")(run.run_due)
