@@ -84,7 +84,9 @@ def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str
     if name in _COLUMN_LISTS:
         if value is None:
             return None
-        if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        if isinstance(value, str):
+            value = (value,)  # ("a") for ("a",): one name, as pipeline.sync reads it
+        if not isinstance(value, (tuple, list)):
             raise DefinitionError(
                 f"{where}: {name}= must be a tuple of column names, e.g. "
                 f"{name}=({value!r},), got {value!r}"

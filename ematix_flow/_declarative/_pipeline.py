@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ematix_flow._declarative._options import resolve_options
+from ematix_flow._declarative._options import normalize_option, resolve_options
 from ematix_flow._declarative._target import Target
 from ematix_flow._errors import DefinitionError
 from ematix_flow.table import ManagedTable
@@ -260,7 +260,12 @@ def _build_spec(
                 "listed twice; list each target once"
             )
         seen.add((connection, spec.qualified_name))
-        opts = resolve_options(tgt.options(), options, tgt.table.__table_options__)
+        opts = {
+            key: normalize_option(key, value, where=twhere, columns=spec.column_names)
+            for key, value in resolve_options(
+                tgt.options(), options, tgt.table.__table_options__
+            ).items()
+        }
         if "mode" not in opts:
             raise DefinitionError(
                 f'{twhere}: no mode; pass mode="merge" (or append, scd1, scd2) to '

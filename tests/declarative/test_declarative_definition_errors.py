@@ -106,6 +106,17 @@ def test_append_needs_no_keys() -> None:
     assert target.keys is None
 
 
+def test_a_bare_string_is_one_column() -> None:
+    @ematix.pipeline(target=Customer, mode="merge", keys="email", update_columns="signup_at")
+    def by_email(conn):
+        return "SELECT 1"
+
+    (target,) = by_email.spec.targets
+    assert target.options["keys"] == ("email",)
+    assert target.options["update_columns"] == ("signup_at",)
+    assert (target.keys, target.keys_origin) == (("email",), "explicit keys=")
+
+
 def test_no_mode_anywhere() -> None:
     with _raises('pipeline sync_customers, target warehouse.customer: no mode; pass mode="merge"'):
 

@@ -452,7 +452,7 @@ def test_imperative_and_decorated_together_are_refused() -> None:
         ({"mode": "upsert"}, "@ematix.table on T: mode='upsert' is not a mode; use one of"),
         ({"colour": "red"}, "@ematix.table on T: unknown option colour=; the options are"),
         ({"keys": ("nope",)}, "keys= names 'nope', which is not a column of the target"),
-        ({"keys": "id"}, "keys= must be a tuple of column names"),
+        ({"keys": 5}, "keys= must be a tuple of column names"),
         ({"ttl": 7}, "ttl= must be a positive datetime.timedelta"),
         ({"handle_deletes": "yes"}, "handle_deletes='yes' is not valid"),
         (
