@@ -144,11 +144,19 @@ def _build(
         k: v for k, v in vars(cls).items() if k not in _DROPPED and k not in columns
     }
     namespace.update(columns)
+    for dunder, given, kwarg in (
+        ("__schema__", schema, "schema="),
+        ("__tablename__", name, "name="),
+    ):
+        declared = vars(cls).get(dunder)
+        if declared is not None and given is not None and declared != given:
+            raise DefinitionError(
+                f"@ematix.table on {owner}: {kwarg}{given!r} contradicts {dunder} = "
+                f"{declared!r} in the class body; keep one of the two"
+            )
     namespace["__schema__"] = schema
     if name is not None:
         namespace["__tablename__"] = name
-    else:
-        namespace.pop("__tablename__", None)
     if groups:
         if "__unique_constraints__" in vars(cls):
             raise DefinitionError(

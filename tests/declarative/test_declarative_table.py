@@ -474,6 +474,31 @@ def test_table_defaults_are_validated(options: dict[str, object], message: str) 
             ts: TimestampTZ
 
 
+def test_tablename_in_the_body_counts_unless_name_contradicts_it() -> None:
+    @ematix.table(schema="s")
+    class Legacy:
+        __tablename__ = "tbl_legacy"
+        id: Annotated[BigInt, pk()]
+
+    assert Legacy.__table_spec__.name == "tbl_legacy"
+    with _raises(
+        DefinitionError,
+        "@ematix.table on Legacy: name='other' contradicts __tablename__ = 'tbl_legacy'",
+    ):
+
+        @ematix.table(schema="s", name="other")
+        class Legacy:
+            __tablename__ = "tbl_legacy"
+            id: Annotated[BigInt, pk()]
+
+    with _raises(DefinitionError, "schema='s' contradicts __schema__ = 'x' in the class body"):
+
+        @ematix.table(schema="s")
+        class Elsewhere:
+            __schema__ = "x"
+            id: Annotated[BigInt, pk()]
+
+
 def test_schema_must_be_a_string() -> None:
     with _raises(DefinitionError, "@ematix.table on T: schema= must be a non-empty string"):
 
