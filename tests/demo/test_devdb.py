@@ -147,3 +147,50 @@ def test_bad_name_is_a_configuration_error() -> None:
     result = runner.invoke(app, ["dev-db", "status", "--name", "no spaces"])
     assert result.exit_code == 3
     assert "invalid connection name" in result.output
+
+
+def test_flow_run_against_dev_dbs_named_default_and_warehouse(devdb_dir: Path) -> None:
+    """The issue's promise: `flow dev-db start` (twice, two names), then `flow run` of a
+    pipeline whose connections are `default` and `warehouse` works with no DSN written
+    anywhere by hand; `stop` leaves no process."""
+    from ematix_flow._cli.devdb import default_data_dir
+
+    warehouse_dir = default_data_dir("warehouse").resolve()
+    try:
+        for name in ("default", "warehouse"):
+            started = flow_process("dev-db", "start", "--name", name)
+            assert started.returncode == 0, started.stderr
+        from ematix_flow.config import connect
+
+        with connect("default").open() as conn:
+            conn.execute(
+                "CREATE SCHEMA app; CREATE TABLE app.users (id bigint PRIMARY KEY, email text);"
+                "INSERT INTO app.users SELECT i, 'u' || i || '@example.com'"
+                " FROM generate_series(1, 500) AS i"
+            )
+        Path("devdb_pipelines.py").write_text(
+            "from typing import Annotated\n"
+            "from ematix_flow import ematix, pk\n"
+            "from ematix_flow.types import BigInt, Text\n\n\n"
+            '@ematix.table(schema="crm", name="users")\n'
+            "class User:\n"
+            "    id: Annotated[BigInt, pk()]\n"
+            "    email: Text\n\n\n"
+            "@ematix.pipeline(\n"
+            '    target=User, source_table="app.users", mode="merge",\n'
+            '    source_connection="default", target_connection="warehouse",\n'
+            ")\n"
+            "def users_to_warehouse():\n"
+            "    pass\n"
+        )
+        ran = flow_process("run", "users_to_warehouse", "--module", "devdb_pipelines")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "cross_db" in ran.stdout
+        with connect("warehouse").open() as conn:
+            assert conn.execute("SELECT count(*) FROM crm.users").fetchone() == (500,)
+    finally:
+        for name in ("default", "warehouse"):
+            stopped = flow_process("dev-db", "stop", "--name", name)
+            assert stopped.returncode == 0, stopped.stderr
+    assert postgres_processes_for(devdb_dir) == []
+    assert postgres_processes_for(warehouse_dir) == []
