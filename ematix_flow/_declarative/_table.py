@@ -95,7 +95,7 @@ def _build(
         raise DefinitionError(f"@ematix.table decorates a class, not {cls!r}")
     owner = cls.__name__
     _refuse_stacking(cls)
-    if isinstance(cls, type) and issubclass(cls, ManagedTable):
+    if issubclass(cls, ManagedTable):
         raise DefinitionError(
             f"{owner} already subclasses ManagedTable; use either the imperative "
             f"class {owner}(ManagedTable) form or @ematix.table on a plain class, not both"

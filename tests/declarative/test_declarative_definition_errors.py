@@ -85,13 +85,17 @@ def test_unsupported_signatures(func: object) -> None:
         ematix.pipeline(target=Customer, mode="merge", name="odd")(func)  # type: ignore[arg-type]
 
 
-def test_no_resolvable_keys_for_a_keyed_mode() -> None:
+@pytest.mark.parametrize("mode", ["merge", "scd1", "scd2"])
+def test_no_resolvable_keys_for_a_keyed_mode(mode: str) -> None:
     with _raises(
-        "Pipeline sync_unkeyed: target warehouse.unkeyed (mode='merge') has no merge keys. "
-        "Declare them in one of four ways"
+        f"Pipeline sync_unkeyed: target warehouse.unkeyed (mode={mode!r}) has no merge keys. "
+        "Declare them in one of four ways: pass keys=('col', ...) to the sync; set "
+        "__merge_keys__ = ('col', ...) on the table; declare a natural key with "
+        "natural_key() (or __unique_constraints__ = (('col', ...),)); or mark primary-key "
+        "columns with pk() / primary_key=True."
     ):
 
-        @ematix.pipeline(target=Unkeyed, mode="merge")
+        @ematix.pipeline(target=Unkeyed, mode=mode)
         def sync_unkeyed(conn):
             return "SELECT 1 AS a, 'x' AS b"
 
