@@ -58,6 +58,19 @@ def export_value(output: str, var: str) -> str:
     return match.group(1)
 
 
+def readme_demo_command() -> list[str]:
+    """The ``flow`` arguments of the README's first command (install, then the demo)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1).strip()
+    install, _, command = first.rpartition(" && .venv/bin/flow ")
+    assert install == "python3 -m venv .venv && .venv/bin/pip install -e .", first
+    return command.split()
+
+
+def test_readme_first_command_installs_and_runs_the_demo() -> None:
+    assert readme_demo_command() == ["demo"]
+
+
 @pytest.fixture
 def demo_home() -> Path:
     from ematix_flow._demo.orchestrate import demo_home
@@ -157,12 +170,15 @@ def test_demo_prints_real_counts_and_history_then_reruns_safely(demo_home: Path)
             "user_value_fanout": 6,
         }
 
-    # A second demo over the first (server still up) resets and runs again; without
-    # --keep it stops the server and nothing of it is left.
-    again = flow("demo", "--rows", str(ROWS))
+    # The README's first command, run over the first demo (server still up): it resets
+    # the databases, runs at full size, and without --keep stops the server, leaving
+    # nothing of it behind.
+    again = flow(*readme_demo_command())
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert "PostgreSQL stopped" in again.stdout
-    assert table_rows(again.stdout, "Rows per target") == counts
+    full = table_rows(again.stdout, "Rows per target")
+    assert [c[0] for c in full] == [c[0] for c in counts]
+    assert number(full[0][2]) > number(counts[0][2])  # the default size is larger
     assert server_processes(demo_home / "pgdata") == []
     leftovers = [
         p.info["pid"]
