@@ -167,7 +167,8 @@ def execute(
     tconn: psycopg.Connection[Any] | None = None
     try:
         tconn = plan.target_conn_obj.open(autocommit=True)
-        state.ensure_state(tconn, schema)
+        if not dry_run:
+            state.ensure_state(tconn, schema)
         _run(plan, tconn, result, dry_run=dry_run, batch_id=batch_id, where=where, on_step=on_step)
         result.status = "succeeded"
     except _Skipped:
@@ -246,6 +247,10 @@ def _run(
             if not (got and got[0]):
                 raise _Skipped
             conn.execute("SELECT set_config('ematix_flow.batch_id', %s, true)", (batch_id,))
+            if dry_run:
+                # A dry run leaves no trace, not even the state schema of a first run: it
+                # is created here (savepoints) inside the transaction that is rolled back.
+                state.ensure_state(conn, plan.state_schema)
             tfacts = inspect_target(
                 conn,
                 options.table,

@@ -1,0 +1,87 @@
+"""``flow preview NAME`` and ``flow dry-run NAME`` — the explainer (spec §3.5).
+
+``preview`` plans every target of a registered pipeline and shows each decision with
+its reason and the full SQL; it executes nothing. ``dry-run`` executes every statement
+of every target inside a transaction and rolls it back, showing the rows each statement
+affected; it always goes through every target, whatever ``continue_on_failure`` says.
+
+One target → the verbose plan; several → the compact summary (``-v`` for the full
+plans); ``--format json`` → the stable document of :mod:`ematix_flow._preview`.
+Exit codes: OK when every target would succeed, RUN_FAILED when one would fail (or a
+database could not be reached, so the preview cannot tell), CONFIG_ERROR when the module
+cannot be imported or a connection is not configured.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ematix_flow._cli import _output
+from ematix_flow._cli._output import FormatOption, OutputFormat
+from ematix_flow._cli.run import ModuleOption, load_module
+from ematix_flow._exitcodes import ExitCode
+
+__all__ = ["dry_run", "preview"]
+
+NameArgument = Annotated[str, typer.Argument(help="The registered pipeline.")]
+VerboseOption = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="The full plan of every target, not the summary."),
+]
+NoColorOption = Annotated[
+    bool,
+    typer.Option("--no-color", help="No colour in the output (NO_COLOR is honoured too)."),
+]
+
+
+def preview(
+    name: NameArgument,
+    module: ModuleOption,
+    verbose: VerboseOption = False,
+    output: FormatOption = OutputFormat.text,
+    no_color: NoColorOption = False,
+) -> None:
+    """Show what a run would do (keys and why, path, SQL); execute nothing.
+
+    Exit 0 when every target would succeed."""
+    _show("preview", name, module, verbose=verbose, output=output, no_color=no_color)
+
+
+def dry_run(
+    name: NameArgument,
+    module: ModuleOption,
+    verbose: VerboseOption = False,
+    output: FormatOption = OutputFormat.text,
+    no_color: NoColorOption = False,
+) -> None:
+    """Execute every target in a transaction, show the rows, roll back.
+
+    Exit 0 when every target would succeed."""
+    _show("dry_run", name, module, verbose=verbose, output=output, no_color=no_color)
+
+
+def _show(
+    action: str, name: str, module: str, *, verbose: bool, output: OutputFormat, no_color: bool
+) -> None:
+    if no_color:
+        _output.set_no_color(True)
+    load_module(module)
+    from ematix_flow import pipeline
+    from ematix_flow._preview import document, to_json
+
+    entry = pipeline.get(name)
+    report = pipeline.preview(name) if action == "preview" else pipeline.dry_run(name)
+    doc = document(report, schedule=entry.schedule)
+    if output is OutputFormat.json:
+        import sys
+
+        sys.stdout.write(to_json(doc))
+        sys.stdout.flush()
+    else:
+        from ematix_flow._preview.text import render
+
+        render(doc, _output.console(), verbose_=True if verbose else None)
+    if not doc["ok"]:
+        raise typer.Exit(int(ExitCode.RUN_FAILED))
