@@ -342,6 +342,7 @@ def _step(
             raise SourceError(
                 f"{where}: streaming the source {plan.source} failed: {driver_message(exc)}"
             ) from exc
+        counts["copied"] = n
         return n
     if step.kind == "ddl":
         cur = conn.execute(step.sql)
@@ -381,7 +382,7 @@ def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult)
     result.rows_inserted = int(values.get("inserted", 0))
     result.rows_updated = int(values.get("updated", 0))
     result.rows_deleted = int(values.get("deleted", 0))
-    source_rows = int(values.get("source_rows", 0))
+    source_rows = int(values.get("source_rows", counts.get("copied", 0)))
     result.source_rows = source_rows
     written = int(values.get("written", result.rows_inserted + result.rows_updated))
     result.rows_unchanged = max(source_rows - written, 0)

@@ -173,9 +173,15 @@ class SqlContext:
 
 
 def counts_select(ctx: SqlContext, measures: dict[str, sql.Composable]) -> sql.Composable:
-    """The closing ``SELECT`` of a data statement: one row of named counts."""
+    """The closing ``SELECT`` of a data statement: one row of named counts.
+
+    Counting the source rows makes PostgreSQL materialize ``src`` (it is then read
+    twice), which costs ~20% of a merge; the cross-DB path knows the count from its
+    COPY, so it only reads ``src`` again when it needs the new watermark."""
     items = [
         sql.SQL("{} AS {}").format(expr, sql.Identifier(name)) for name, expr in measures.items()
     ]
+    if ctx.path == "cross_db" and not ctx.incremental_column:
+        return sql.SQL("SELECT {}").format(sql.SQL(", ").join(items))
     items.append(sql.SQL("s.*"))
     return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), ctx.source_stats())
