@@ -106,6 +106,13 @@ class Operator:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.RLock())
 
+    def _event(self, body: Mapping[str, Any], type: str, reason: str, message: str) -> None:
+        # An Event that cannot be recorded is not worth failing (or retrying) the work.
+        try:
+            self.api.post_event(body, type=type, reason=reason, message=message, now=now_iso())
+        except OperatorError as exc:
+            logger.warning("could not record the Event %s: %s", reason, exc)
+
     def write_status(
         self, namespace: str, name: str, compute: Callable[[Mapping[str, Any]], dict[str, Any]]
     ) -> None:
@@ -156,15 +163,16 @@ class Operator:
                         old, generation=generation, reason=reason, message=message, now=now_iso()
                     ),
                 )
-                kopf.warn(body, reason=reason, message=message)
+                self._event(body, "Warning", reason, message)
                 raise
             cronjob = desired["metadata"]["name"]
             if action is not None:
                 logger.info("CronJob %s/%s %s (%s)", namespace, cronjob, action, cause)
-                kopf.info(
+                self._event(
                     body,
-                    reason=f"CronJob{action.capitalize()}",
-                    message=f"CronJob {cronjob} {action} ({cause})",
+                    "Normal",
+                    f"CronJob{action.capitalize()}",
+                    f"CronJob {cronjob} {action} ({cause})",
                 )
             self.write_status(
                 namespace,

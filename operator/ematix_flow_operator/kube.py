@@ -14,7 +14,7 @@ for a dict body would be a JSON patch, which the API server rejects.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import kopf
@@ -138,6 +138,43 @@ class Kube:
                 )
             ),
             missing_ok=True,
+        )
+
+    def post_event(
+        self, body: Mapping[str, Any], *, type: str, reason: str, message: str, now: str
+    ) -> None:
+        """Record a core/v1 Event about ``body`` (what ``kubectl describe`` shows)."""
+        meta = body.get("metadata") or {}
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{meta.get('name')}.",
+                "namespace": meta.get("namespace"),
+            },
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "ematix-flow-operator"},
+            "reportingComponent": "ematix-flow-operator",
+            "reportingInstance": "ematix-flow-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call(
+            f"recording an Event for {meta.get('namespace')}/{meta.get('name')}",
+            lambda: self.core.create_namespaced_event(
+                meta.get("namespace"), event, _preload_content=False
+            ),
         )
 
     # --- CronJobs, Jobs, Pods -----------------------------------------------------------

@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from ematix_flow._k8s.model import GROUP, PLURAL, VERSION
 from operator_harness import RESOURCE, Cluster, OperatorThread
+
+from ematix_flow._k8s.model import GROUP, PLURAL, VERSION
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ the API server's contract, so this subclass adds, in one place:
 * watches honour ``resourceVersion`` (no replay of what the client already listed),
   ``timeoutSeconds``, equality/existence ``labelSelector``; lists report the real
   ``resourceVersion``;
-* deletion honours finalizers and garbage-collects dependents by owner reference uid
-  (background propagation);
+* deletion honours finalizers and garbage-collects dependents by owner reference uid,
+  background propagation; a dependent created after its owner is gone is collected too;
 * the cluster-scoped ``/api/v1/namespaces`` list and watch (kmock's path parser expects
   a namespace there), so ``kopf run --namespace X`` works against it;
 * ``fail_next()`` injects API errors (e.g. a 500 on the next CronJob create).
@@ -275,7 +275,18 @@ class StrictEmulator(kmock.KubernetesEmulator):
         else:
             self.objects[key] = obj
         await self._publish(request.resource, "ADDED", obj)
+        # The garbage collector removes dependents whose owner no longer exists.
+        owners = {ref.get("uid") for ref in meta.get("ownerReferences") or ()}
+        if owners and not owners & self._live_uids():
+            await self._remove(request.resource, key, obj)
         return obj
+
+    def _live_uids(self) -> set[str]:
+        return {
+            obj.raw.get("metadata", {}).get("uid")
+            for obj in self.objects.values()
+            if not obj.deleted
+        }
 
     async def _update(self, request: rendering.Request, *, replace: bool) -> dict[str, Any]:
         info = self._info(request.resource)

@@ -31,8 +31,22 @@ from ematix_flow_operator import OperatorConfig, build_registry, run
 from kube_emulator import StrictEmulator
 
 from ematix_flow._k8s.model import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from ematix_flow._k8s.summary import build_summary, encode_summary
 
-__all__ = ["Cluster", "OperatorThread", "fast_settings", "wait_for"]
+__all__ = [
+    "RESOURCE",
+    "Cluster",
+    "OperatorThread",
+    "conditions",
+    "container_of",
+    "fast_settings",
+    "finish_run",
+    "ready",
+    "spec",
+    "start_run",
+    "summary",
+    "wait_for",
+]
 
 T = TypeVar("T")
 RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
@@ -135,6 +149,10 @@ class Cluster:
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return self._in_loop(lambda: self.emulator.list(resource, namespace))
+
+    def add_namespace(self, name: str) -> None:
+        """Make ``name`` exist (objects created in a new namespace also add it)."""
+        self._in_loop(lambda: self.emulator.namespaces.add(name))
 
     def fail_next(self, method: str, path: str, *, status: int = 500, times: int = 1) -> None:
         self._in_loop(lambda: self.emulator.fail_next(method, path, status=status, times=times))
@@ -245,13 +263,17 @@ class OperatorThread:
         watches = self.cluster.watches(PLURAL)
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
         self._thread.start()
-        if not self._ready.wait(20):
-            raise AssertionError(f"the operator did not start: {self.error!r}")
-        wait_for(
-            lambda: self.error is not None or self.cluster.watches(PLURAL) > watches,
-            timeout=20,
-            what="the operator's watch on EmatixPipelines",
-        )
+        try:
+            if not self._ready.wait(20):
+                raise AssertionError(f"the operator did not start: {self.error!r}")
+            wait_for(
+                lambda: self.error is not None or self.cluster.watches(PLURAL) > watches,
+                timeout=20,
+                what="the operator's watch on EmatixPipelines",
+            )
+        except BaseException:
+            self.stop()
+            raise
         if self.error is not None:
             raise AssertionError(f"the operator crashed: {self.error!r}") from self.error
         return self
@@ -267,3 +289,167 @@ class OperatorThread:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+# --- resources and runs as the tests write them ----------------------------------------
+
+SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+
+
+def spec(**overrides: object) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "pipeline": "customer_sync",
+        "module": "my_pipelines",
+        "image": "registry.example/pipelines:1.0",
+        "schedule": "0 */6 * * *",
+        "connections": [
+            {"name": "oltp", "secretName": "oltp-dsn"},
+            {"name": "warehouse", "secretName": "warehouse-dsn", "key": "url"},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or ()}
+
+
+def ready(cluster: Cluster, ns: str, name: str, value: str = "True") -> dict[str, Any]:
+    """Wait until the resource's Ready condition is ``value``; its status."""
+
+    def probe() -> dict[str, Any] | None:
+        status = cluster.status(ns, name)
+        return status if conditions(status).get("Ready", {}).get("status") == value else None
+
+    return wait_for(probe, what=f"Ready={value} on {ns}/{name}")
+
+
+def container_of(cronjob: dict[str, Any]) -> dict[str, Any]:
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def start_run(cluster: Cluster, ns: str, cronjob_name: str, job: str, *, at: str) -> None:
+    """Create a Job and its Pod from the CronJob's template, as the controllers would."""
+    cj = cluster.cronjob(ns, cronjob_name)
+    assert cj is not None
+    template = cj["spec"]["jobTemplate"]
+    cluster.batch.create_namespaced_job(
+        ns,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job,
+                "labels": template["metadata"]["labels"],
+                "annotations": {SCHEDULED: at},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "CronJob",
+                        "name": cronjob_name,
+                        "uid": cj["metadata"]["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": template["spec"],
+        },
+    )
+    cluster.batch.patch_namespaced_job_status(
+        job,
+        ns,
+        {"status": {"startTime": at, "active": 1}},
+        _content_type="application/merge-patch+json",
+    )
+    job_uid = cluster.get("batch/v1/jobs", ns, job)["metadata"]["uid"]
+    pod_template = template["spec"]["template"]
+    cluster.core.create_namespaced_pod(
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{job}-x7k2p",
+                "labels": {
+                    **pod_template["metadata"]["labels"],
+                    "batch.kubernetes.io/job-name": job,
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job,
+                        "uid": job_uid,
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": pod_template["spec"],
+        },
+    )
+
+
+def finish_run(
+    cluster: Cluster, ns: str, job: str, *, exit_code: int, message: str, at: str
+) -> None:
+    """The pod terminates with ``message``, then the Job completes or fails."""
+    cluster.core.patch_namespaced_pod_status(
+        f"{job}-x7k2p",
+        ns,
+        {
+            "status": {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "flow",
+                        "image": "registry.example/pipelines:1.0",
+                        "imageID": "registry.example/pipelines@sha256:0123",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {
+                            "terminated": {
+                                "exitCode": exit_code,
+                                "reason": "Completed" if exit_code == 0 else "Error",
+                                "message": message,
+                                "finishedAt": at,
+                            }
+                        },
+                    }
+                ],
+            }
+        },
+        _content_type="application/merge-patch+json",
+    )
+    if exit_code == 0:
+        job_status = {
+            "active": None,
+            "succeeded": 1,
+            "completionTime": at,
+            "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": at}],
+        }
+    else:
+        job_status = {
+            "active": None,
+            "failed": 1,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                    "lastTransitionTime": at,
+                }
+            ],
+        }
+    cluster.batch.patch_namespaced_job_status(
+        job, ns, {"status": job_status}, _content_type="application/merge-patch+json"
+    )
+
+
+def summary(*targets: dict[str, Any], ok: bool) -> str:
+    return encode_summary(
+        build_summary(
+            {"pipeline": "customer_sync", "action": "run", "ok": ok, "results": list(targets)}
+        )
+    )
