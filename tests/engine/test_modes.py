@@ -209,3 +209,26 @@ def test_append_stamps_batch_and_load_time(env: Any, path: str) -> None:
     rows = env.rows("SELECT _batch_id::text, count(*) FROM wh.events GROUP BY 1 ORDER BY 2")
     assert sorted(r[0] for r in rows) == sorted([first["batch_id"], second["batch_id"]])
     assert env.rows("SELECT count(*) FROM wh.events WHERE _loaded_at IS NULL") == [(0,)]
+
+
+@pytest.mark.parametrize("path", ["same_db", "cross_db"])
+def test_source_sql_with_percent_semicolon_and_trailing_comment(env: Any, path: str) -> None:
+    class Pct(ManagedTable):
+        __schema__ = "wh"
+        __tablename__ = "pct"
+        id = Column(BigInt(), nullable=False, primary_key=True)
+        label = Column(Text())
+
+    run = env.src if path == "cross_db" else env.wh
+    run("CREATE TABLE p (id bigint, label text)", "INSERT INTO p VALUES (1, '50%'), (2, 'x')")
+    conn = env.source if path == "cross_db" else env.warehouse
+    query = "SELECT id, label FROM p WHERE label LIKE '%\\%%' ESCAPE '\\' -- only percentages;\n;"
+    result = pipeline.sync(
+        target=Pct,
+        source=Source.postgres_query(conn, query),
+        target_connection=env.warehouse,
+        mode="merge",
+        force_path=path,
+    )
+    assert result["rows_inserted"] == 1
+    assert env.rows("SELECT id, label FROM wh.pct") == [(1, "50%")]
