@@ -31,7 +31,6 @@ class CustomerStrict:
     customer_id: Annotated[BigInt, pk()]
     email: Text
     name: Text
-    updated_at: TimestampTZ
 
 
 @ematix.table(schema="mart")
