@@ -275,3 +275,11 @@ def test_long_names_are_shortened_deterministically_and_stay_valid() -> None:
     assert len(cronjob["metadata"]["labels"][LABEL_PIPELINE]) <= 63
     assert _container(cronjob)["command"][2] == long_pipeline
     validate_strict(cronjob)
+
+
+def test_variables_the_cronjob_sets_cannot_be_overridden_by_extra_env() -> None:
+    own = set(_env(render_cronjob("c", "data", UID, MINIMAL)))
+    assert own <= model._RESERVED_ENV
+    for name in own:
+        with pytest.raises(pydantic.ValidationError, match=name):
+            model.EmatixPipelineSpec.from_k8s({**MINIMAL, "env": [{"name": name, "value": "x"}]})
