@@ -21,8 +21,25 @@ a package itself: the standard library's ``operator`` module must never be shado
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ematix_flow_operator.config import OperatorConfig
-from ematix_flow_operator.handlers import Operator, build_registry
-from ematix_flow_operator.runner import run
+
+if TYPE_CHECKING:
+    from ematix_flow_operator.handlers import Operator, build_registry
+    from ematix_flow_operator.runner import run
 
 __all__ = ["Operator", "OperatorConfig", "build_registry", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # kopf and kubernetes load only when the operator runs, so `--help` stays fast.
+    if name in {"Operator", "build_registry"}:
+        from ematix_flow_operator import handlers
+
+        return getattr(handlers, name)
+    if name == "run":
+        from ematix_flow_operator.runner import run
+
+        return run
+    raise AttributeError(f"module 'ematix_flow_operator' has no attribute {name!r}")
