@@ -130,7 +130,6 @@ def _escape(text: str) -> str:
 
 
 def _run_story(out: Console, story: _Story, home: Path, server: Any, *, rows: int) -> None:
-    from ematix_flow import pipeline
     from ematix_flow._demo import data, orchestrate
 
     databases = story.step(
@@ -154,7 +153,7 @@ def _run_story(out: Console, story: _Story, home: Path, server: Any, *, rows: in
         with story.section(
             f"Preview of {orchestrate.PREVIEWED} (decisions and SQL; nothing is executed)"
         ):
-            _render_preview(out, pipeline.preview(orchestrate.PREVIEWED))
+            _render_preview(out, orchestrate.PREVIEWED)
 
         first = _run_all(out, story, names, "Running every pipeline (first load)")
         changes = story.step(
@@ -245,28 +244,14 @@ def _render_run(out: Console, name: str, report: Any, seconds: float) -> None:
             out.print(f"[red]error[/] {r.target}: {_escape(r.error)}")
 
 
-def _render_preview(out: Console, report: Any) -> None:
-    """The plan of each target: every decision with its reason, then the SQL steps."""
-    from rich.syntax import Syntax
-    from rich.table import Table
+def _render_preview(out: Console, name: str) -> None:
+    """What ``flow preview NAME -v`` shows: every decision with its reason, the SQL."""
+    from ematix_flow import pipeline
+    from ematix_flow._preview import document
+    from ematix_flow._preview.text import render
 
-    for result in report.results:
-        plan = result.plan
-        if plan is None:
-            out.print(f"[red]{result.target}: {_escape(result.error or result.status)}[/]")
-            continue
-        table = Table(title=f"{plan.target} ({plan.mode})", title_justify="left", box=None)
-        table.add_column("decision", style="bold")
-        table.add_column("value")
-        table.add_column("why", style="dim")
-        for d in plan.decisions:
-            value = ", ".join(map(str, d.value)) if isinstance(d.value, tuple) else d.value
-            table.add_row(d.topic, _escape(str(value)), _escape(d.reason))
-        out.print(table)
-        for number, step in enumerate(plan.steps, 1):
-            out.print(f"[bold]{number}. {_escape(step.label)}[/] [dim]({step.kind})[/]")
-            if step.kind == "data":
-                out.print(Syntax(step.sql, "sql", word_wrap=True, background_color="default"))
+    entry = pipeline.get(name)
+    render(document(pipeline.preview(name), schedule=entry.schedule), out, verbose_=True)
 
 
 def _render_counts(out: Console, counts: list[Any]) -> None:
