@@ -1,0 +1,95 @@
+"""The preview of a decorator pipeline equals the preview of its imperative twin (spec
+§3.5 / §6 Phase 25): the same document — connections, decisions and reasons, columns,
+SQL — and the same text, before the first run and after it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+import pytest
+
+from ematix_flow import ematix, pipeline, pk
+from ematix_flow._preview import document, to_json
+from ematix_flow._preview.text import verbose
+from ematix_flow.config import connect
+from ematix_flow.source import Source
+from ematix_flow.table import ManagedTable
+from ematix_flow.types import BigInt, Column, String, Text, TimestampTZ
+
+pytestmark = pytest.mark.db
+
+SQL = "SELECT id AS customer_id, email, name, last_seen FROM source.users"
+
+
+def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
+    project.sql(
+        "oltp",
+        "CREATE SCHEMA source",
+        "CREATE TABLE source.users (id bigint PRIMARY KEY, email text NOT NULL, name text, "
+        "last_seen timestamptz NOT NULL)",
+        "INSERT INTO source.users VALUES (1, 'ada@example.com', 'Ada', '2026-01-01 10:00+00')",
+    )
+    tag = uuid.uuid4().hex[:6]
+    decorated_name, imperative_name = f"twin_decorated_{tag}", f"twin_imperative_{tag}"
+
+    @ematix.table(schema="warehouse")
+    class CustomerDim:
+        customer_id: Annotated[BigInt, pk()]
+        email: String[256]
+        name: Text | None
+        last_seen: TimestampTZ
+
+    @ematix.pipeline(
+        target=CustomerDim,
+        schedule="0 * * * *",
+        mode="scd2",
+        event_timestamp_column="last_seen",
+        source_connection="oltp",
+        target_connection="warehouse",
+        name=decorated_name,
+    )
+    def customer_sync(src_conn: Any, tgt_conn: Any) -> str:
+        return SQL
+
+    class CustomerDimImperative(ManagedTable):
+        __schema__ = "warehouse"
+        __tablename__ = "customer_dim"
+        customer_id = Column(BigInt(), nullable=False, primary_key=True)
+        email = Column(String(256), nullable=False)
+        name = Column(Text())
+        last_seen = Column(TimestampTZ(), nullable=False)
+
+    @pipeline.register(name=imperative_name, schedule="0 * * * *")
+    def customer_sync_imperative() -> dict[str, Any]:
+        return pipeline.sync(
+            target=CustomerDimImperative,
+            source=Source.postgres_query(connect("oltp"), SQL),
+            target_connection=connect("warehouse"),
+            mode="scd2",
+            event_timestamp_column="last_seen",
+        )
+
+    def both() -> tuple[str, str, list[str], list[str]]:
+        decorated = document(customer_sync.preview(), schedule="0 * * * *")
+        imperative = document(pipeline.preview(imperative_name), schedule="0 * * * *")
+        imperative["pipeline"] = decorated_name  # the one thing that must differ
+        return (
+            to_json(decorated),
+            to_json(imperative),
+            [line.plain for line in verbose(decorated)],
+            [line.plain for line in verbose(imperative)],
+        )
+
+    dj, ij, dt, it = both()
+    assert dj == ij
+    assert dt == it
+    doc = json.loads(dj)
+    assert doc["ok"] and doc["targets"][0]["plan"]["table_exists"] is False
+    assert doc["targets"][0]["plan"]["keys"]["reason"] == "[from primary_key=True]"
+
+    assert customer_sync().ok  # the table now exists: the plans change, and still agree
+    dj, ij, dt, it = both()
+    assert dj == ij and dt == it
+    assert json.loads(dj)["targets"][0]["plan"]["table_exists"] is True
