@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ematix_flow._cli._output import console, fail
+from ematix_flow._cli.run import load_module
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -32,16 +33,10 @@ _DEFAULT_TEMPLATE = "ematix-flow-{connection}"
 
 
 def _registered(module: str) -> list[object]:
-    """Import ``module`` the way ``flow run --module`` does; its registered pipelines."""
-    import importlib
-
+    """Import ``module`` exactly as ``flow run --module`` does; its registered pipelines."""
     from ematix_flow import pipeline
 
-    # As `python -c "import M"` from the working directory (uvicorn, celery do the same).
-    cwd = str(Path.cwd())
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.import_module(module)
+    load_module(module)
     return list(pipeline.registry().values())
 
 
@@ -113,22 +108,13 @@ def export_k8s(
     """Write the scheduled pipelines of a module as EmatixPipeline resources."""
     from ematix_flow._k8s.export import export_pipelines, write_directory
 
-    try:
-        export = export_pipelines(
-            _registered(module),
-            module=module,
-            image=image,
-            namespace=namespace,
-            secret_name_template=secret_name_template,
-        )
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
-            raise  # the module exists but one of its own imports is missing
-        raise fail(
-            f"cannot import module {module!r} ({exc}); run from the folder that holds it or "
-            "pass its dotted path, e.g. --module my_pipelines",
-            ExitCode.USAGE,
-        ) from None
+    export = export_pipelines(
+        _registered(module),
+        module=module,
+        image=image,
+        namespace=namespace,
+        secret_name_template=secret_name_template,
+    )
     if not export.resources:
         skipped = f" (without a schedule: {', '.join(export.skipped)})" if export.skipped else ""
         raise fail(

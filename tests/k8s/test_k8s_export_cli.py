@@ -199,9 +199,9 @@ def test_secret_name_template(project: Path) -> None:
     assert "{connection}" in bad.stderr
 
 
-def test_unknown_module_is_a_usage_error(project: Path) -> None:
+def test_unknown_module_is_reported_as_flow_run_reports_it(project: Path) -> None:
     result = flow("export-k8s", "--module", "no_such_module", "--image", IMAGE)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "cannot import module 'no_such_module'" in result.stderr
     assert "Traceback" not in result.stderr
 
