@@ -171,9 +171,9 @@ def encode_summary(summary: Mapping[str, Any], *, limit: int = MAX_BYTES) -> str
     """``summary`` as compact JSON of at most ``limit`` UTF-8 bytes.
 
     Shrinks step by step until it fits: errors cut to shorter and shorter prefixes;
-    then successful targets dropped (failed ones are the interesting ones); then every
-    target. ``totals`` and the pipeline's outcome always survive, and
-    ``"truncated": true`` says something was cut.
+    then targets dropped — successful ones before failed ones (the interesting ones),
+    keeping as many as fit, in their original order. ``totals`` and the pipeline's
+    outcome always survive, and ``"truncated": true`` says something was cut.
     """
     text = _dumps(summary)
     if _fits(text, limit):
@@ -186,13 +186,22 @@ def encode_summary(summary: Mapping[str, Any], *, limit: int = MAX_BYTES) -> str
         text = _dumps(shrunk)
         if _fits(text, limit):
             return text
-    shrunk["targets"] = [t for t in shrunk["targets"] if t.get("status") in _FAILED]
-    while shrunk["targets"]:
-        text = _dumps(shrunk)
-        if _fits(text, limit):
-            return text
-        shrunk["targets"] = shrunk["targets"][:-1]
-    text = _dumps(shrunk)
+    # Keep as many targets as fit, failed ones first, in their original order.
+    targets = shrunk["targets"]
+    ranked = sorted(range(len(targets)), key=lambda i: (targets[i].get("status") not in _FAILED, i))
+
+    def keeping(count: int) -> str:
+        kept = sorted(ranked[:count])
+        return _dumps(dict(shrunk, targets=[targets[i] for i in kept]))
+
+    low, high = 0, len(ranked)  # keeping(low) is tried last; find the largest count that fits
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _fits(keeping(mid), limit):
+            low = mid
+        else:
+            high = mid - 1
+    text = keeping(low)
     if _fits(text, limit):
         return text
     # Only a pathological pipeline name gets here; the outcome still fits.

@@ -151,8 +151,14 @@ def test_many_targets_stay_under_the_limit_and_failures_survive() -> None:
     assert summary["totals"]["targets"] == 300
     assert summary["totals"]["failed"] == 2
     assert summary["totals"]["rows_inserted"] == sum(r["rows_inserted"] for r in results)
-    kept = {t["target"] for t in summary["targets"]}
-    assert kept == {"warehouse.table_007", "warehouse.table_250"}
+    kept = [t["target"] for t in summary["targets"]]
+    assert {"warehouse.table_007", "warehouse.table_250"} <= set(kept)
+    assert len(kept) > 2, "successful targets fill the room left"
+    assert kept == sorted(kept), "kept targets stay in run order"
+    one_more = json.loads(text)
+    dropped = next(r for r in results if r["target"] not in kept)
+    one_more["targets"].append(build_summary(FakeReport("x", True, [dropped]))["targets"][0])
+    assert len(json.dumps(one_more, separators=(",", ":")).encode()) > MAX_BYTES
 
 
 def test_long_errors_are_cut_before_targets_are_dropped() -> None:
@@ -163,6 +169,16 @@ def test_long_errors_are_cut_before_targets_are_dropped() -> None:
     assert summary["truncated"] is True
     assert len(summary["targets"]) == 3
     assert all(t["error"].endswith("…") and len(t["error"]) < 3000 for t in summary["targets"])
+
+
+def test_successful_targets_are_kept_while_they_fit() -> None:
+    results = [_result(i) for i in range(60)]
+    text = encode_summary(build_summary(FakeReport("p", True, results)))
+    summary = parse_termination_summary(text)
+    assert len(text.encode()) <= MAX_BYTES
+    assert summary["truncated"] is True
+    assert 10 < len(summary["targets"]) < 60
+    assert summary["targets"][0]["target"] == "warehouse.table_000"
 
 
 def test_a_small_summary_is_not_marked_truncated() -> None:
