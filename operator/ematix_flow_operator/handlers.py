@@ -83,9 +83,22 @@ class Operator:
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
         self.kube: Kube | None = None
-        self.known: set[tuple[str, str]] = set()
+        self._known: set[tuple[str, str]] = set()
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
+
+    # --- which resources exist (for the periodic re-check) ------------------------------
+
+    def remember(self, namespace: str, name: str, *, exists: bool) -> None:
+        with self._locks_guard:
+            if exists:
+                self._known.add((namespace, name))
+            else:
+                self._known.discard((namespace, name))
+
+    def known(self) -> list[tuple[str, str]]:
+        with self._locks_guard:
+            return sorted(self._known)
 
     # --- plumbing -----------------------------------------------------------------------
 
@@ -269,7 +282,7 @@ class Operator:
         """The periodic safety net: CronJob as rendered, latest Job reflected."""
         body = self.api.get_pipeline(namespace, name)
         if body is None:
-            self.known.discard((namespace, name))
+            self.remember(namespace, name, exists=False)
             return
         if _meta(body).get("deletionTimestamp"):
             return
@@ -298,7 +311,7 @@ class Operator:
             await asyncio.sleep(self.config.recheck_interval)
             if self.kube is None:
                 continue
-            for namespace, name in sorted(self.known):
+            for namespace, name in self.known():
                 try:
                     await asyncio.to_thread(self.recheck, namespace, name)
                 except OperatorError as exc:
@@ -327,6 +340,11 @@ def tune_settings(settings: kopf.OperatorSettings, config: OperatorConfig) -> No
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.peering.priority = config.priority
+    # Watch only our CronJobs, Jobs and Pods: the API server filters, not the operator
+    # (the handlers' own label filters stay as a second line).
+    selector = _selector(MANAGED_BY)
+    for resource in (("batch", "cronjobs"), ("batch", "jobs"), ("v1", "pods")):
+        settings.watching.label_selectors[resource] = selector
 
 
 def build_registry(
@@ -365,10 +383,7 @@ def build_registry(
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="track")
     def _track(event: Mapping[str, Any], namespace: str, name: str, **_: Any) -> None:
-        if event.get("type") == "DELETED":
-            op.known.discard((namespace, name))
-        else:
-            op.known.add((namespace, name))
+        op.remember(namespace, name, exists=event.get("type") != "DELETED")
 
     def _quietly(what: str, fn: Callable[[], None]) -> None:
         # Event handlers are not retried by kopf: log and leave it to the next event or

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,6 +167,19 @@ class Cluster:
                 if verb == method.upper() and path_part in path
             )
         )
+
+    def watch_selectors(self, plural: str) -> set[str | None]:
+        """The label selectors of every watch request made on ``plural``."""
+
+        def collect() -> set[str | None]:
+            found: set[str | None] = set()
+            for verb, path, query in self.emulator.calls:
+                params = urllib.parse.parse_qs(query)
+                if verb == "GET" and path.endswith(f"/{plural}") and "watch" in params:
+                    found.add(params.get("labelSelector", [None])[0])
+            return found
+
+        return self._in_loop(collect)
 
     def watches(self, plural: str) -> int:
         """How many watch requests on ``plural`` have been made so far."""

@@ -64,6 +64,10 @@ def test_create_renders_the_owned_cronjob(
     assert status["consecutiveFailures"] == 0
     reasons = {e["reason"] for e in cluster.events(ns, "customers")}
     assert "CronJobCreated" in reasons
+    # The API server filters what the operator watches besides its own resources.
+    ours = "app.kubernetes.io/managed-by=ematix-flow-operator"
+    for plural in ("cronjobs", "jobs", "pods"):
+        assert cluster.watch_selectors(plural) == {ours}, plural
     # No finalizer: deleting the resource never waits for the operator.
     assert not cluster.pipeline(ns, "customers")["metadata"].get("finalizers")
 
