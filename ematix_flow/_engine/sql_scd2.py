@@ -11,7 +11,11 @@ Versions are half-open intervals ``[valid_from, valid_to)``; the current version
 - A source valid_from is ``event_timestamp_column`` (``now()`` when that is NULL or not
   configured); ``now()`` is the transaction's start, the same for every statement.
 - A source key with no current version (new, deleted earlier, or expired) gets one,
-  starting no earlier than the end of its latest version. With ``ttl`` set, a key whose
+  starting no earlier than the end of its latest version. That lookup (one index probe
+  per new key) is only emitted when history without a current version or a
+  non-advancing valid_from is possible (handle_deletes, ttl, event_timestamp_column);
+  otherwise every stored key has a current version and the run time is later than any
+  stored valid_from, so new versions simply start at the run time. With ``ttl`` set, a key whose
   latest version was expired and whose source row is that very version (same hash, no
   later valid_from) is not re-inserted: nothing new arrived.
 - ``handle_deletes`` (soft or hard, both keep history): a current version whose key is
@@ -94,15 +98,25 @@ def scd2_sql(
         if ttl is not None
         else sql.SQL("")
     )
+    if handle_deletes or ttl is not None or ctx.event_timestamp_column:
+        # A key may have closed history and no current version (deleted, expired), or
+        # an event time that does not advance: start after its latest version.
+        new_rows = sql.SQL(
+            "  SELECT {sc}, GREATEST(s.{vf}, l.valid_from + {eps}, l.valid_to), NULL, true, s.{h}\n"
+            "  FROM src AS s LEFT JOIN LATERAL (\n"
+            "    SELECT h.valid_from, h.valid_to, h.row_hash FROM {t} AS h WHERE {hs_match}\n"
+            "    ORDER BY h.valid_from DESC LIMIT 1\n  ) AS l ON true\n"
+        )
+    else:
+        # Every key in the table has a current version and valid_from is the run time,
+        # later than any earlier run's: no lookup of the latest version is needed.
+        new_rows = sql.SQL("  SELECT {sc}, s.{vf}, NULL, true, s.{h}\n  FROM src AS s\n")
     ins = sql.SQL(
         "ins AS (\n  INSERT INTO {t} ({c}, valid_from, valid_to, is_current, row_hash)\n"
         "  SELECT {sc}, c.valid_to, NULL::timestamptz, true, s.{h}\n"
         "  FROM src AS s JOIN closed AS c ON {sc_match}\n"
         "  UNION ALL\n"
-        "  SELECT {sc}, GREATEST(s.{vf}, l.valid_from + {eps}, l.valid_to), NULL, true, s.{h}\n"
-        "  FROM src AS s LEFT JOIN LATERAL (\n"
-        "    SELECT h.valid_from, h.valid_to, h.row_hash FROM {t} AS h WHERE {hs_match}\n"
-        "    ORDER BY h.valid_from DESC LIMIT 1\n  ) AS l ON true\n"
+        "{new_rows}"
         "  WHERE NOT EXISTS (SELECT 1 FROM {t} AS cur WHERE cur.is_current AND {cs_match}){u}\n"
         "  RETURNING 1\n)"
     ).format(
@@ -110,12 +124,17 @@ def scd2_sql(
         c=cols(names),
         sc=cols(names, "s"),
         h=sql.Identifier(HASH),
-        vf=sql.Identifier(VALID_FROM),
-        eps=_EPS,
         sc_match=keys_match(k, "s", "c"),
-        hs_match=keys_match(k, "h", "s"),
         cs_match=keys_match(k, "cur", "s"),
         u=unchanged_latest,
+        new_rows=new_rows.format(
+            sc=cols(names, "s"),
+            vf=sql.Identifier(VALID_FROM),
+            eps=_EPS,
+            h=sql.Identifier(HASH),
+            t=ctx.target,
+            hs_match=keys_match(k, "h", "s"),
+        ),
     )
     ctes.append(ins)
     measures: dict[str, sql.Composable] = {
