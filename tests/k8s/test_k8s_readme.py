@@ -61,3 +61,7 @@ def test_helm_install_in_the_readme_renders_valid_objects(helm: Path) -> None:
     for doc in docs:
         validate_strict(doc)
     assert {d["kind"] for d in docs} >= {"Deployment", "Role", "CustomResourceDefinition"}
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The operator runs from the image built in step 1.
+    assert container["image"].startswith("registry.example/ematix-flow:")
