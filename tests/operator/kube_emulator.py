@@ -164,6 +164,12 @@ class StrictEmulator(kmock.KubernetesEmulator):
         """Answer the next ``times`` requests of ``method`` whose path matches ``path``."""
         self._faults.append(_Fault(method.upper(), re.compile(path), status, times))
 
+    def drop_watches(self) -> int:
+        """End every open watch stream, as a restarted API server or a proxy would."""
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(None)  # type: ignore[arg-type]
+        return len(self._watchers)
+
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The stored object (a copy), or None when absent or deleted."""
         key = (kmock.resource(resource), namespace, name)
@@ -445,6 +451,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
                     event = await asyncio.wait_for(watcher.queue.get(), remaining)
                 except TimeoutError:
                     return
+                if event is None:  # dropped by the test
+                    return
                 yield event
         finally:
             self._watchers.remove(watcher)
@@ -489,6 +497,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
                         watcher.queue.get(), float(timeout) if timeout else None
                     )
                 except TimeoutError:
+                    break
+                if event is None:  # dropped by the test
                     break
                 await response.write(json.dumps(event).encode() + b"\n")
         finally:

@@ -151,6 +151,9 @@ class Cluster:
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return self._in_loop(lambda: self.emulator.list(resource, namespace))
 
+    def drop_watches(self) -> int:
+        return self._in_loop(self.emulator.drop_watches)
+
     def add_namespace(self, name: str) -> None:
         """Make ``name`` exist (objects created in a new namespace also add it)."""
         self._in_loop(lambda: self.emulator.namespaces.add(name))

@@ -415,6 +415,29 @@ def test_transient_api_errors_are_retried(
     assert cluster.requests("POST", f"/namespaces/{ns}/cronjobs") == 3
 
 
+def test_dropped_watches_are_reopened_through_errors(
+    cluster: Cluster, operator_thread: OperatorThread, ns: str
+) -> None:
+    cluster.create_pipeline(ns, "steady", spec())
+    ready(cluster, ns, "steady")
+    watches = cluster.watches("emtxpipelines")
+    # Every stream ends, and the first attempts to reopen the resource's watch fail.
+    cluster.fail_next("GET", "/emtxpipelines$", status=500, times=2)
+    assert cluster.drop_watches() > 0
+    wait_for(lambda: cluster.watches("emtxpipelines") > watches + 2, what="the watch reopened")
+    cluster.create_pipeline(ns, "after-drop", spec())
+    wait_for(lambda: cluster.cronjob(ns, "after-drop"), what="reconciled after the drop")
+    cluster.patch_pipeline(ns, "steady", {"schedule": "@daily"})
+    wait_for(
+        lambda: (cj := cluster.cronjob(ns, "steady")) and cj["spec"]["schedule"] == "@daily",
+        what="an update after the drop",
+    )
+    # Nothing was handled twice.
+    reasons = [e["reason"] for e in cluster.events(ns, "steady")]
+    assert reasons.count("CronJobCreated") == 1
+    assert cluster.requests("POST", f"/namespaces/{ns}/cronjobs") == 2
+
+
 def test_status_is_what_kubectl_shows(
     cluster: Cluster, operator_thread: OperatorThread, ns: str
 ) -> None:
