@@ -212,6 +212,12 @@ def plan(
                 )
         except EmatixFlowError as exc:
             unknown.append(f"target: {exc}")
+        except Exception as exc:  # e.g. no privilege to read the catalog
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            unknown.append(f"target: {_driver_message(exc)}")
         try:
             with source_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
                 scols = describe(conn, source, options.table)
