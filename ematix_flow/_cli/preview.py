@@ -72,6 +72,10 @@ def _show(
     from ematix_flow._preview import document, to_json
 
     entry = pipeline.get(name)
+    from ematix_flow.config import connect
+
+    for connection in entry.connections:
+        connect(connection)  # not configured: a ConfigurationError, exit CONFIG_ERROR
     report = pipeline.preview(name) if action == "preview" else pipeline.dry_run(name)
     doc = document(report, schedule=entry.schedule)
     if output is OutputFormat.json:

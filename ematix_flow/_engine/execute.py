@@ -76,6 +76,8 @@ class TargetResult:
     watermark_after: str | None = None
     steps: tuple[StepResult, ...] = ()
     error: str | None = None
+    #: The label of the step that raised, when the target failed while executing one.
+    failed_step: str | None = None
     dry_run: bool = False
     plan: Plan | None = field(default=None, repr=False)
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -302,7 +304,11 @@ def _run(
                 if on_step is not None:
                     on_step(step.label)
                 t = time.perf_counter()
-                rows = _step(conn, sconn, final, step, counts, result, started, where, scols)
+                try:
+                    rows = _step(conn, sconn, final, step, counts, result, started, where, scols)
+                except BaseException:
+                    result.failed_step = step.label
+                    raise
                 steps.append(StepResult(step.label, step.kind, rows, time.perf_counter() - t))
             result.steps = tuple(steps)
             if dry_run:

@@ -149,18 +149,25 @@ def _plan(plan: Any, result: Any | None) -> dict[str, Any] | None:
             "reason": w.reason if w is not None else None,
         }
     executed = list(result.steps) if result is not None else []
+    failed = getattr(result, "failed_step", None)
     steps = []
     for i, step in enumerate(plan.steps):
         done = executed[i] if i < len(executed) else None
+        if result is None:
+            status = "planned"
+        elif done is not None:
+            status = "executed"
+        elif i == len(executed) and failed == step.label:
+            status = "failed"
+        else:
+            status = "not_executed"
         steps.append(
             {
                 "label": step.label,
                 "kind": step.kind,
                 "sql": step.sql,
                 "note": step.note,
-                "status": "planned"
-                if result is None
-                else ("executed" if done is not None else "not_executed"),
+                "status": status,
                 "rows": _json_rows(done.rows) if done is not None else None,
             }
         )

@@ -21,6 +21,7 @@ file or read with ``NO_COLOR`` loses nothing. Called by ``flow preview`` / ``flo
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -196,8 +197,8 @@ def _target(t: dict[str, Any], *, dry: bool) -> list[Text]:
         return lines
     src = plan["source"]
     lines.append(_kv("source", src["label"]))
-    for part in (src["sql"] or "").strip().splitlines():
-        lines.append(Text(" " * (2 + _LABEL)) + Text(part.strip(), style="cyan"))
+    for part in textwrap.dedent(src["sql"] or "").strip().splitlines():
+        lines.append(Text(" " * (2 + _LABEL)) + Text(part.rstrip(), style="cyan"))
     lines.append(_kv("path", Text(t["path"] or "—") + _reason(plan["path_reason"])))
     for label, key in (
         ("merge keys", "keys"),
@@ -268,6 +269,8 @@ def _steps(steps: list[dict[str, Any]], *, dry: bool) -> list[Text]:
         if dry:
             if step["status"] == "executed":
                 head += Text("  ✓", style="green") + Text(f" rows: {_step_rows(step['rows'])}")
+            elif step["status"] == "failed":
+                head += Text("  ✗ FAILED (see the error above)", style="bold red")
             else:
                 head += Text("  not executed", style="yellow")
         lines.append(head)

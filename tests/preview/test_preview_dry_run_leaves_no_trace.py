@@ -69,8 +69,13 @@ def test_dry_run_after_changes_leaves_every_row_as_it_was(project: Any) -> None:
     assert (merge["inserted"], merge["updated"], merge["deleted"]) == (1, 1, 1)
     strict = by["mart.customer_strict"]
     assert strict["rows"] is None and "'name'" in strict["error"] and "NULL" in strict["error"]
-    statuses = [s["status"] for s in strict["plan"]["steps"]]
-    assert "not_executed" in statuses and statuses[0] == "executed"
+    statuses = {s["label"]: s["status"] for s in strict["plan"]["steps"]}
+    assert statuses == {
+        "create stage": "executed",
+        "copy source → stage": "executed",
+        "merge: upsert changed rows": "failed",  # the statement the NULL stopped
+        "record run": "not_executed",
+    }
     scd2 = by["mart.customer_history"]
     assert (scd2["rows"]["inserted"], scd2["rows"]["updated"]) == (1, 1)
     data_steps = [s for s in scd2["plan"]["steps"] if s["kind"] == "data"]

@@ -150,6 +150,11 @@ def test_verbose_dry_run_shows_rows_per_statement(project: Any) -> None:
     assert "  ✓ rows: expired=0" in out
     assert "✓ rows: inserted=1 updated=1" in out
     assert "rolled back" in out
+    fanout = flow("dry-run", "pv_fanout", "--module", module, "--verbose").stdout
+    assert "✗ mart.customer_strict   mode=merge   path=cross_db   FAILED" in fanout
+    assert line_with(fanout, "merge: upsert changed rows", "✗ FAILED")
+    assert line_with(fanout, "record run", "not executed")
+    assert sum(line.startswith("✓ mart.") for line in fanout.splitlines()) == 3
 
 
 @pytest.mark.db
@@ -255,7 +260,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(project: Any) -> None
 
 
 @pytest.mark.db
-def test_exit_codes(project: Any) -> None:
+def test_exit_codes(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     setup_sources(project)
     module = load(project)
     assert flow("preview", "pv_history", "--module", module).exit_code == 0
@@ -264,3 +269,7 @@ def test_exit_codes(project: Any) -> None:
     assert unknown.exit_code != 0 and "no_such_pipeline" in unknown.output
     missing = flow("dry-run", "pv_history", "--module", "pv_no_such_module")
     assert missing.exit_code == int(ExitCode.CONFIG_ERROR)
+    monkeypatch.delenv("EMATIX_FLOW_DSN_OLTP")
+    unconfigured = flow("preview", "pv_fanout", "--module", module)
+    assert unconfigured.exit_code == int(ExitCode.CONFIG_ERROR)
+    assert "oltp" in unconfigured.output
