@@ -18,6 +18,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from ematix_flow._errors import ConfigurationError
 from ematix_flow._k8s.cronjob import render_cronjob
 from ematix_flow_operator.errors import InvalidSpecError
@@ -65,7 +67,23 @@ def contains(actual: Any, wanted: Any) -> bool:
             and len(actual) == len(wanted)
             and all(contains(a, w) for a, w in zip(actual, wanted, strict=True))
         )
-    return bool(actual == wanted)
+    if isinstance(wanted, bool) or isinstance(actual, bool):
+        return type(actual) is type(wanted) and actual == wanted  # True is not 1
+    return bool(actual == wanted) or _same_quantity(actual, wanted)
+
+
+def _same_quantity(actual: Any, wanted: Any) -> bool:
+    """Whether two scalars are the same Kubernetes quantity written differently: the API
+    server normalizes ``cpu: 2`` to ``"2"`` and ``0.5`` to ``"500m"``, which is no drift."""
+    scalars = (str, int, float)
+    if not (isinstance(actual, scalars) and isinstance(wanted, scalars)):
+        return False
+    if isinstance(actual, bool) or isinstance(wanted, bool):
+        return False
+    try:
+        return bool(parse_quantity(actual) == parse_quantity(wanted))
+    except (ValueError, ArithmeticError):
+        return False
 
 
 def drifted(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:

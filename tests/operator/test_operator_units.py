@@ -89,6 +89,27 @@ def test_drift_ignores_server_defaults_but_not_our_fields() -> None:
     assert drifted(desired, live)
 
 
+def test_server_normalized_quantities_are_no_drift() -> None:
+    body = {
+        **BODY,
+        "spec": {
+            **SPEC,
+            "resources": {"requests": {"cpu": 2, "memory": "1Gi"}, "limits": {"cpu": "0.5"}},
+        },
+    }
+    desired = desired_cronjob(body)
+    live = replacement(desired, {"metadata": {"resourceVersion": "1"}})
+    container = live["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {
+        "requests": {"cpu": "2", "memory": "1073741824"},
+        "limits": {"cpu": "500m"},
+    }
+    assert not drifted(desired, live)
+    container["resources"]["limits"]["cpu"] = "600m"
+    assert drifted(desired, live)
+    assert not contains("Forbid", 1) and not contains(True, 1)
+
+
 def test_contains_compares_lists_by_position_and_length() -> None:
     assert contains([{"a": 1, "b": 2}], [{"a": 1}])
     assert not contains([{"a": 1}, {"a": 2}], [{"a": 1}])
