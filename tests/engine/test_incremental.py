@@ -6,9 +6,11 @@ up as a duplicate instead of being absorbed by an upsert; ``merge`` is checked t
 The watermark stored after each run is the maximum value seen so far.
 
 A row that arrives *after* a run with the same watermark value as that run's maximum
-(e.g. a transaction that committed late with the same ``updated_at``) is the known
-weak spot of a strict ``>`` watermark filter: see
-``test_late_row_with_the_stored_watermark_value_is_loaded``.
+(e.g. a transaction that committed late with the same ``updated_at``) is loaded by the
+keyed modes, which read ``>=`` the stored watermark (rows already loaded at that value
+are re-read and left unchanged): see
+``test_late_row_with_the_stored_watermark_value_is_loaded``. ``append`` reads strictly
+after the watermark, so its incremental column must be strictly increasing.
 """
 
 from __future__ import annotations
