@@ -9,7 +9,7 @@ once, when ``status.lastRun`` first sees its Job finished.
 ::
 
     run = run_from_job(job, pods)           # Job + its pods → status.lastRun
-    status = with_run(status, run, scheduled=scheduled_time(job), now=now_iso())
+    status = with_run(status, run, job=job, now=now_iso())  # counted once per Job
 """
 
 from __future__ import annotations
