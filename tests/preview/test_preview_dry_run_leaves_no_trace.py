@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import flow
+from preview_helpers import flow
 from preview_module import MODULE, change_sources, setup_sources
 
 from ematix_flow import pipeline

@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import FLOW, flow, flow_process
+from preview_helpers import FLOW, flow, flow_process
 from preview_module import MODULE, change_sources, setup_sources
 
 from ematix_flow._exitcodes import ExitCode

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import flow, flow_process
+from preview_helpers import flow, flow_process
 from preview_module import MODULE, setup_sources
 from psycopg.conninfo import conninfo_to_dict
 
