@@ -273,3 +273,36 @@ def test_exit_codes(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     unconfigured = flow("preview", "pv_fanout", "--module", module)
     assert unconfigured.exit_code == int(ExitCode.CONFIG_ERROR)
     assert "oltp" in unconfigured.output
+
+
+BODY = """
+from pathlib import Path
+
+from ematix_flow import pipeline
+
+
+@pipeline.register(name="pv_side_effect")
+def pv_side_effect():
+    # the documented caveat: the body runs during preview and dry run
+    with Path("calls.log").open("a") as log:
+        log.write(pipeline.current_action() + "\\n")
+
+
+@pipeline.register(name="pv_raises")
+def pv_raises():
+    raise RuntimeError("upstream API unavailable")
+"""
+
+
+def test_the_pipeline_function_runs_and_its_errors_are_shown() -> None:
+    module = f"pv_body_{uuid.uuid4().hex[:8]}"
+    Path(f"{module}.py").write_text(BODY, encoding="utf-8")
+    assert flow("preview", "pv_side_effect", "--module", module).exit_code == 0
+    assert flow("dry-run", "pv_side_effect", "--module", module).exit_code == 0
+    assert Path("calls.log").read_text().split() == ["preview", "dry_run"]
+    text = flow("preview", "pv_raises", "--module", module)
+    assert text.exit_code == int(ExitCode.RUN_FAILED)
+    assert "✗ pipeline body: pipeline pv_raises raised RuntimeError: upstream API" in text.stdout
+    doc = json.loads(flow("dry-run", "pv_raises", "--module", module, "--format", "json").stdout)
+    assert not doc["ok"] and doc["targets"] == [] and "RuntimeError" in doc["error"]
+    jsonschema.validate(doc, schema())
