@@ -13,6 +13,7 @@ for a dict body would be a JSON patch, which the API server rejects.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -25,9 +26,19 @@ from kubernetes.client.exceptions import ApiException
 from ematix_flow._k8s.model import GROUP, PLURAL, VERSION
 from ematix_flow_operator.errors import TransientApiError, classify_api_error
 
-__all__ = ["Kube", "connection_info", "load_configuration"]
+__all__ = ["USER_AGENT", "Kube", "connection_info", "load_configuration"]
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ematix-flow")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "0"
+
+
+USER_AGENT = f"ematix-flow-operator/{_version()}"
 T = TypeVar("T")
 
 
@@ -81,6 +92,7 @@ class Kube:
 
     def __init__(self, config: kubernetes.client.Configuration) -> None:
         self.client = kubernetes.client.ApiClient(config)
+        self.client.user_agent = USER_AGENT  # tells our calls apart in audit logs
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.batch = kubernetes.client.BatchV1Api(self.client)
         self.core = kubernetes.client.CoreV1Api(self.client)

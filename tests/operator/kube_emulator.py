@@ -38,7 +38,7 @@ import string
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp.web
 import attrs
@@ -46,7 +46,7 @@ import jsonpatch
 import kmock
 from kmock._internal import rendering
 
-__all__ = ["StrictEmulator", "label_selector_matches"]
+__all__ = ["Call", "StrictEmulator", "label_selector_matches"]
 
 NAMESPACES_PATH = re.compile(r"^/api/v1/namespaces/?$")
 
@@ -115,6 +115,15 @@ class _Watcher:
         )
 
 
+class Call(NamedTuple):
+    """One request as the emulator saw it."""
+
+    method: str
+    path: str
+    query: str
+    agent: str
+
+
 @dataclass
 class _Fault:
     method: str
@@ -155,8 +164,8 @@ class StrictEmulator(kmock.KubernetesEmulator):
     _watchers: list[_Watcher] = attrs.field(factory=list, init=False)
     _faults: list[_Fault] = attrs.field(factory=list, init=False)
     namespaces: set[str] = attrs.field(factory=lambda: {"default"})
-    #: Every request served, as (method, path, query string), failed or not.
-    calls: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)
+    #: Every request served, failed or not.
+    calls: list[Call] = attrs.field(factory=list, init=False)
 
     # --- test helpers -------------------------------------------------------------------
 
@@ -189,7 +198,10 @@ class StrictEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         await raw_request.read()
-        self.calls.append((raw_request.method, raw_request.path, raw_request.query_string))
+        agent = raw_request.headers.get("User-Agent", "")
+        self.calls.append(
+            Call(raw_request.method, raw_request.path, raw_request.query_string, agent)
+        )
         for fault in self._faults:
             if (
                 fault.remaining > 0

@@ -29,7 +29,7 @@ import kubernetes.client
 import kubernetes.config
 import yaml
 from ematix_flow_operator import OperatorConfig, build_registry, run
-from kube_emulator import StrictEmulator
+from kube_emulator import Call, StrictEmulator
 
 from ematix_flow._k8s.model import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from ematix_flow._k8s.summary import build_summary, encode_summary
@@ -154,6 +154,10 @@ class Cluster:
     def drop_watches(self) -> int:
         return self._in_loop(self.emulator.drop_watches)
 
+    def calls(self) -> list[Call]:
+        """Every request the emulated API has served so far."""
+        return self._in_loop(lambda: list(self.emulator.calls))
+
     def add_namespace(self, name: str) -> None:
         """Make ``name`` exist (objects created in a new namespace also add it)."""
         self._in_loop(lambda: self.emulator.namespaces.add(name))
@@ -166,7 +170,7 @@ class Cluster:
         return self._in_loop(
             lambda: sum(
                 1
-                for verb, path, _ in self.emulator.calls
+                for verb, path, _, _ in self.emulator.calls
                 if verb == method.upper() and path_part in path
             )
         )
@@ -176,7 +180,7 @@ class Cluster:
 
         def collect() -> set[str | None]:
             found: set[str | None] = set()
-            for verb, path, query in self.emulator.calls:
+            for verb, path, query, _ in self.emulator.calls:
                 params = urllib.parse.parse_qs(query)
                 if verb == "GET" and path.endswith(f"/{plural}") and "watch" in params:
                     found.add(params.get("labelSelector", [None])[0])
@@ -189,7 +193,7 @@ class Cluster:
         return self._in_loop(
             lambda: sum(
                 1
-                for verb, path, query in self.emulator.calls
+                for verb, path, query, _ in self.emulator.calls
                 if verb == "GET" and path.endswith(f"/{plural}") and "watch=true" in query
             )
         )

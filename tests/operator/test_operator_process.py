@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,8 +16,10 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from ematix_flow_operator import Operator, OperatorConfig
 from operator_harness import (
     Cluster,
@@ -165,3 +168,79 @@ def test_console_script_demands_a_scope() -> None:
     )
     assert result.returncode == 3
     assert "--all-namespaces" in result.stderr and "--namespace" in result.stderr
+
+
+# --- least privilege: what the operator really calls vs. what the chart grants --------------
+
+HELPERS = Path(__file__).resolve().parents[2] / "charts/ematix-flow-operator/templates/_helpers.tpl"
+DISCOVERY = re.compile(r"^/(version|api|apis)(/[^/]+){0,2}/?$")
+
+
+def chart_rules(define: str) -> list[dict[str, Any]]:
+    """The RBAC rules of a named definition in the chart's _helpers.tpl (plain YAML)."""
+    text = HELPERS.read_text()
+    start = text.index(f'{{{{- define "ematix-flow-operator.{define}" -}}}}')
+    body = text[text.index("\n", start) + 1 : text.index("{{- end }}", start)]
+    return list(yaml.safe_load(body))
+
+
+def permission(method: str, path: str, query: str) -> tuple[str, str, str] | None:
+    """(API group, resource[/subresource], verb) of a request; None for discovery."""
+    if DISCOVERY.match(path) and not path.startswith("/api/v1/namespaces"):
+        return None
+    parts = path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    resource, name, sub = rest[0], (rest[1:2] or [None])[0], "/".join(rest[2:])
+    watch = "watch=true" in query
+    verb = {
+        "GET": "watch" if watch else ("get" if name else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    }[method]
+    return group, f"{resource}/{sub}" if sub else resource, verb
+
+
+def allowed(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+        for rule in rules
+    )
+
+
+def test_the_chart_grants_exactly_what_the_operator_uses(own_cluster: Cluster) -> None:
+    own_cluster.add_namespace("data")
+    runner = OperatorThread(own_cluster, namespaces=("data",), recheck_interval=0.3).start()
+    try:
+        own_cluster.create_pipeline("data", "rbac", spec())
+        wait_for(lambda: own_cluster.cronjob("data", "rbac"), what="the CronJob")
+        own_cluster.patch_pipeline("data", "rbac", {"suspend": True})
+        wait_for(lambda: own_cluster.cronjob("data", "rbac")["spec"]["suspend"], what="update")
+        own_cluster.batch.delete_namespaced_cron_job("rbac", "data")
+        wait_for(lambda: own_cluster.cronjob("data", "rbac"), what="the CronJob restored")
+        start_run(own_cluster, "data", "rbac", "rbac-1", at="2026-11-29T01:00:00Z")
+        finish_run(
+            own_cluster, "data", "rbac-1", exit_code=1, message="boom", at="2026-11-29T01:00:01Z"
+        )
+        wait_for(lambda: own_cluster.status("data", "rbac").get("consecutiveFailures"), what="run")
+        own_cluster.create_pipeline("data", "invalid", spec(schedule="61 * * * *"))
+        wait_for(lambda: own_cluster.status("data", "invalid").get("conditions"), what="invalid")
+    finally:
+        runner.stop()
+
+    rules = chart_rules("clusterRules") + chart_rules("namespacedRules")
+    used = {
+        perm
+        for call in own_cluster.calls()
+        if call.agent.startswith(("kopf/", "ematix-flow-operator/"))
+        if (perm := permission(call.method, call.path, call.query)) is not None
+    }
+    missing = sorted(p for p in used if not allowed(rules, *p))
+    assert not missing, f"the operator calls what the chart does not grant: {missing}"
+    # Least privilege the other way round: no Secrets, nothing on pods but reading.
+    assert not any("secrets" in rule["resources"] for rule in rules)
+    assert {v for g, r, v in used if r == "pods"} <= {"get", "list", "watch"}
+    assert ("batch", "cronjobs", "update") in used  # replace, as the chart allows
