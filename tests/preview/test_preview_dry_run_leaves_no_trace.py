@@ -29,6 +29,7 @@ def test_first_dry_run_on_an_empty_warehouse_creates_nothing(project: Any) -> No
     module = load(project)
     before = project.snapshot()
     for name in ("pv_fanout", "pv_history"):
+        assert flow("preview", name, "--module", module).exit_code == 0
         result = flow("dry-run", name, "--module", module, "--format", "json")
         doc = json.loads(result.stdout)
         # every target ran its statements: the tables would be created and filled
@@ -100,4 +101,26 @@ def test_python_dry_run_of_a_decorated_pipeline_leaves_no_trace(project: Any) ->
     declared = importlib.import_module(module).pv_history
     report = declared.dry_run()
     assert report.ok and report.results[0].rows_updated == 1
+    assert project.snapshot() == before
+
+
+def test_preview_writes_nothing_even_where_writing_is_impossible(project: Any) -> None:
+    """Both databases made read-only: a preview still inspects them and plans every
+    target; a dry run reports that it cannot write, for every target."""
+    setup_sources(project)
+    module = load(project)
+    assert flow("run", "pv_fanout", "--module", module).exit_code == 0
+    change_sources(project)
+    for which in ("warehouse", "oltp"):
+        database = project.rows(which, "SELECT current_database()")[0][0]
+        project.sql(which, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    before = project.snapshot()
+    preview = flow("preview", "pv_fanout", "--module", module, "--format", "json")
+    assert preview.exit_code == 0, preview.output
+    doc = json.loads(preview.stdout)
+    assert all(t["plan"]["table_exists"] is True for t in doc["targets"])
+    assert doc["targets"][0]["plan"]["watermark"]["value"] not in (None, "unknown")
+    dry = json.loads(flow("dry-run", "pv_fanout", "--module", module, "--format", "json").stdout)
+    assert [t["outcome"] for t in dry["targets"]] == ["failed"] * 4
+    assert all("read-only transaction" in t["error"] for t in dry["targets"])
     assert project.snapshot() == before
