@@ -1,5 +1,5 @@
-"""``flow demo`` end to end: its own embedded server in the per-user directory (HOME is a
-fresh temporary directory in every test), run in processes of its own exactly as the
+"""``flow demo`` end to end: its own embedded server in the per-user directory (a fresh
+``XDG_DATA_HOME`` in every test, see conftest.py), run in processes of its own exactly as the
 README's first command runs it. What it prints — row counts, the SCD2 history of a
 user — is checked against the warehouse afterwards, and the warehouse against the
 source. Running it a second time over the first is safe, and without ``--keep`` it

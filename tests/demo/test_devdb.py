@@ -42,8 +42,8 @@ def postgres_processes_for(datadir: Path) -> list[int]:
 
 @pytest.fixture
 def devdb_dir() -> Path:
-    """The per-user data directory ``flow dev-db`` uses for ``default`` (HOME is a
-    fresh temporary directory in every test); stopped again whatever the test did."""
+    """The per-user data directory ``flow dev-db`` uses for ``default`` (under a fresh
+    ``XDG_DATA_HOME`` in every test); stopped again whatever the test did."""
     from ematix_flow._cli.devdb import default_data_dir
 
     path = default_data_dir("default").resolve()
