@@ -95,6 +95,7 @@ class Operator:
                 self._known.add((namespace, name))
             else:
                 self._known.discard((namespace, name))
+                self._locks.pop((namespace, name), None)
 
     def known(self) -> list[tuple[str, str]]:
         with self._locks_guard:
@@ -104,8 +105,8 @@ class Operator:
 
     def login(self) -> kopf.ConnectionInfo:
         configuration = load_configuration(self.config.kubeconfig)
-        if self.kube is not None:
-            self.kube.close()
+        # On re-login (expired credentials) handlers may still hold the old client:
+        # replace it, never close it under them.
         self.kube = Kube(configuration)
         return connection_info(configuration)
 
