@@ -38,8 +38,9 @@ EXPLICIT_URL_ORIGIN = "explicit url"
 
 _MASK = "***"
 # ``scheme://user:password@`` — the password is whatever sits between the first ':' of the
-# userinfo and the '@' that ends it.
-_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@?#\s]*):(?P<pw>[^@/?#\s]*)@")
+# userinfo and the last '@' of the authority (a password with an unencoded '@' is still
+# masked whole, though libpq itself would stop at the first '@').
+_URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@?#\s]*):(?P<pw>[^/?#\s]*)@")
 # ``?password=…`` / ``&password=…`` in a URL's query string (and ``sslpassword``, the
 # passphrase of a client key).
 _URL_QUERY = re.compile(r"(?P<head>[?&](?:ssl)?password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
@@ -100,6 +101,15 @@ def _parse_dsn(dsn: str, *, where: str) -> dict[str, str]:
             f"({reason}). Expected e.g. 'postgresql://user:password@host:5432/dbname' or "
             "'host=… dbname=… user=…'"
         ) from None
+    port = params.get("port")
+    if port and not all(p.strip().isdigit() for p in str(port).split(",") if p.strip()):
+        # Usually a password holding an unencoded '@' or ':': libpq then reads part of
+        # it as the port, and its own error would quote that part. Never quote it.
+        raise ConfigurationError(
+            f"{where}: the DSN's port is not a number. If the password contains '@', ':' "
+            "or '/', percent-encode them (%40, %3A, %2F), e.g. "
+            "'postgresql://user:p%40ss@host:5432/dbname'"
+        )
     return {k: str(v) for k, v in params.items() if v is not None}
 
 
