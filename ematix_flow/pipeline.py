@@ -43,7 +43,12 @@ from typing import Any
 
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
-from ematix_flow._errors import DefinitionError, EmatixFlowError, PipelineNotFoundError
+from ematix_flow._errors import (
+    ConfigurationError,
+    DefinitionError,
+    EmatixFlowError,
+    PipelineNotFoundError,
+)
 from ematix_flow.source import Source
 from ematix_flow.table import table_spec
 
@@ -85,10 +90,19 @@ class RunReport:
     error: str | None = None
     continue_on_failure: bool = False
     _warned: set[str] = field(default_factory=set, repr=False)
+    #: The exception behind ``error`` (for callers that need its class).
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None and all(r.ok for r in self.results)
+
+    @property
+    def configuration_failed(self) -> bool:
+        """A connection or setting was wrong (retrying will not help): the CLI exits
+        CONFIG_ERROR instead of RUN_FAILED."""
+        found = [self.exception, *(r.exception for r in self.results if not r.ok)]
+        return any(isinstance(e, ConfigurationError) for e in found)
 
     def to_dict(self) -> dict[str, Any]:
         stable = self.action != "run"
@@ -343,7 +357,11 @@ def _target_info(item: Any, where: str) -> TargetInfo:
 def validate_schedule(schedule: str, where: str) -> str:
     from croniter import croniter
 
-    if not isinstance(schedule, str) or not croniter.is_valid(schedule):
+    # croniter also takes six or seven fields (seconds, years); cron and Kubernetes
+    # CronJobs take five, or a macro such as @hourly.
+    fields = schedule.split() if isinstance(schedule, str) else []
+    five_or_macro = len(fields) == 5 or (len(fields) == 1 and schedule.startswith("@"))
+    if not five_or_macro or not croniter.is_valid(schedule):
         raise DefinitionError(
             f"{where}: schedule {schedule!r} is not a valid cron expression; use five "
             "fields 'minute hour day-of-month month day-of-week', e.g. '0 * * * *' (hourly)"
@@ -451,6 +469,7 @@ def _call(entry: ScheduledPipeline, report: RunReport) -> None:
         # A failed target already sits in the report; anything else is the body's error.
         if not any(r.exception is exc for r in report.results):
             report.error = str(exc)
+            report.exception = exc
     except Exception as exc:
         report.error = f"pipeline {entry.name} raised {type(exc).__name__}: {exc}"
 

@@ -145,7 +145,8 @@ def run(
     else:
         _render_report(report)
     if not report.ok:
-        raise typer.Exit(int(ExitCode.RUN_FAILED))
+        code = ExitCode.CONFIG_ERROR if report.configuration_failed else ExitCode.RUN_FAILED
+        raise typer.Exit(int(code))
 
 
 def _connections_of(entry: ScheduledPipeline) -> tuple[str, ...]:
@@ -213,6 +214,7 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
         if is_due:
             report = _run_with_progress(entry.name)
             ok = ok and report.ok
+            config_error = config_error or report.configuration_failed
             item["report"] = report.to_dict()
             if output is OutputFormat.text:
                 _render_report(report)
