@@ -12,54 +12,13 @@ duplicated); a CronJob of the same name owned by someone else (refused, left alo
 
 from __future__ import annotations
 
-import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
-
 from hostile_inputs import of_kind
-from operator_harness import (
-    RESOURCE,
-    Cluster,
-    OperatorThread,
-    conditions,
-    ready,
-    spec,
-    wait_for,
-)
+from operator_harness import Cluster, OperatorThread, conditions, ready, spec, wait_for
 
-from ematix_flow._k8s.model import GROUP, KIND, PLURAL, VERSION
+from ematix_flow._k8s.model import KIND
 
 pytestmark = pytest.mark.k8s
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("k8s-rel")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def operator_thread(cluster: Cluster) -> Iterator[OperatorThread]:
-    runner = OperatorThread(cluster).start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-
-
-@pytest.fixture
-def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"r-{uuid.uuid4().hex[:8]}"
-    yield name
-    for body in cluster.list(RESOURCE, name):
-        cluster.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, name, PLURAL, body["metadata"]["name"]
-        )
 
 
 def _cronjobs(cluster: Cluster, ns: str) -> list[str]:
