@@ -173,7 +173,7 @@ done
 
 log "kubectl get emtxpipelines -o wide"
 kubectl get emtxpipelines -n "$NAMESPACE" -o wide
-kubectl get emtxpipelines -n "$NAMESPACE" "$name" -o jsonpath='{.status}' | python3 -m json.tool
+kubectl get emtxpipelines -n "$NAMESPACE" "$name" -o yaml | sed -n '/^status:/,$p'
 
 succeeded="$(kubectl get emtxpipelines -n "$NAMESPACE" "$name" \
   -o jsonpath='{.status.conditions[?(@.type=="LastRunSucceeded")].status}')"

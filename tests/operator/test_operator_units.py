@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -231,3 +233,23 @@ def test_the_operator_folder_never_shadows_the_stdlib_operator_module() -> None:
     assert Path(spec.origin).name == "operator.py"
     assert Path(spec.origin).parent != repo / "operator"
     assert importlib.util.find_spec("ematix_flow_operator") is not None
+
+
+def test_the_kind_script_is_valid_bash_and_checks_the_status() -> None:
+    script = Path(__file__).resolve().parents[2] / "scripts" / "e2e-kind.sh"
+    assert os.access(script, os.X_OK)
+    result = subprocess.run(
+        ["bash", "-n", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    text = script.read_text()
+    for step in (
+        "kind create cluster",
+        "kind load docker-image",
+        "helm upgrade --install",
+        "flow export-k8s",
+        "kubectl apply -f",
+        'get emtxpipelines -n "$NAMESPACE" -o wide',
+        'type=="LastRunSucceeded"',
+    ):
+        assert step in text, step
