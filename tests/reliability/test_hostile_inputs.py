@@ -112,10 +112,40 @@ def _catalog(url: str) -> list[tuple[Any, ...]]:
         return out
 
 
-@pytest.fixture
-def databases(dbs: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("EMATIX_FLOW_DSN_WAREHOUSE", dbs.warehouse_url)
-    monkeypatch.setenv("EMATIX_FLOW_DSN_OLTP", dbs.source_url)
+class _Shared:
+    """Two databases shared by the module's run cases: each case reads the catalog
+    before and after itself, and none may change it, so they need no fresh pair."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.names = [f"hostile_{uuid.uuid4().hex[:8]}_{w}" for w in ("src", "wh")]
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            for name in self.names:
+                conn.execute(
+                    psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
+                )
+        params = psycopg.conninfo.conninfo_to_dict(server_url)
+        self.source_url, self.warehouse_url = (
+            psycopg.conninfo.make_conninfo(**{**params, "dbname": n}) for n in self.names
+        )
+
+    def connect(self, which: str) -> psycopg.Connection[Any]:
+        url = self.source_url if which == "source" else self.warehouse_url
+        return psycopg.connect(url, autocommit=True)
+
+    def drop(self) -> None:
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            for name in self.names:
+                conn.execute(
+                    psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        psycopg.sql.Identifier(name)
+                    )
+                )
+
+
+@pytest.fixture(scope="module")
+def shared(pg_server_url: str) -> Iterator[_Shared]:
+    dbs = _Shared(pg_server_url)
     for url in (dbs.source_url, dbs.warehouse_url):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA app")
@@ -126,26 +156,37 @@ def databases(dbs: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         conn.execute(
             "INSERT INTO app.users SELECT g, 'user ' || g, now() FROM generate_series(1, 7) g"
         )
-    return dbs
+    yield dbs
+    dbs.drop()
+
+
+@pytest.fixture
+def databases(shared: _Shared, monkeypatch: pytest.MonkeyPatch) -> _Shared:
+    monkeypatch.setenv("EMATIX_FLOW_DSN_WAREHOUSE", shared.warehouse_url)
+    monkeypatch.setenv("EMATIX_FLOW_DSN_OLTP", shared.source_url)
+    return shared
 
 
 def _history(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('ematix_flow.run_history')").fetchone()[0] is None:
             return []
-        return [r[0] for r in conn.execute("SELECT status FROM ematix_flow.run_history")]
+        return [
+            r[0] for r in conn.execute("SELECT status FROM ematix_flow.run_history ORDER BY id")
+        ]
 
 
 @pytest.mark.db
 @pytest.mark.parametrize("case", of_kind("run"), ids=_ids(of_kind("run")))
 def test_bad_runs_fail_cleanly_and_touch_no_data(case: Hostile, databases: Any) -> None:
     before = [_catalog(u) for u in (databases.source_url, databases.warehouse_url)]
+    history = _history(databases.warehouse_url)
     name = _module(case)
     result = flow("run", case.pipeline, "--module", name)
     assert result.exit_code == case.exit_code, result.output
     assert case.match in result.output, result.output
     assert [_catalog(u) for u in (databases.source_url, databases.warehouse_url)] == before
-    assert set(_history(databases.warehouse_url)) <= {"failed"}
+    assert set(_history(databases.warehouse_url)[len(history) :]) <= {"failed"}
 
     # The same input through the API: the error is ours, by class.
     try:
