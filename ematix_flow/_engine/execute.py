@@ -350,6 +350,9 @@ def _step(
             ) from exc
         counts["copied"] = n
         return n
+    if step.kind == "setting":
+        conn.execute(step.sql)
+        return None
     if step.kind == "ddl":
         cur = conn.execute(step.sql)
         return cur.rowcount if cur.rowcount >= 0 else None

@@ -29,6 +29,8 @@ class TargetFacts:
     unique_sets: frozenset[frozenset[str]]
     index_names: frozenset[str]
     watermark: str | None
+    #: ``pg_class.reltuples``: -1 never analyzed, 0 analyzed while empty (None: no table).
+    reltuples: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,15 @@ def inspect_target(
     reflected = reflect_table(conn, table.schema, table.name)
     unique: set[frozenset[str]] = set()
     names: set[str] = set()
+    reltuples = None
     if reflected is not None:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            row = cur.execute(
+                "SELECT reltuples FROM pg_class "
+                "WHERE oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                (table.schema, table.name),
+            ).fetchone()
+            reltuples = None if row is None else float(row[0])
             for name, usable, columns in cur.execute(_INDEXES, (table.schema, table.name)):
                 names.add(name)
                 if usable:
@@ -76,7 +85,7 @@ def inspect_target(
     watermark = None
     if incremental and state.state_exists(conn, state_schema):
         watermark = state.read_watermark(conn, state_schema, pipeline, table.qualified_name)
-    return TargetFacts(reflected, frozenset(unique), frozenset(names), watermark)
+    return TargetFacts(reflected, frozenset(unique), frozenset(names), watermark, reltuples)
 
 
 def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[SourceColumn, ...]:

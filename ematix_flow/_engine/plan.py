@@ -40,7 +40,7 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class Step:
-    """One statement of a plan. ``kind``: ddl, stage, copy, data, state."""
+    """One statement of a plan. ``kind``: ddl, stage, copy, setting, data, state."""
 
     label: str
     kind: str
@@ -517,6 +517,19 @@ def build_plan(
     if options.mode == "scd2" and options.ttl is not None:
         steps.append(
             Step("expire versions older than ttl", "data", render(ttl_sql(ctx, options.ttl)))
+        )
+    if options.mode == "scd2" and tfacts is not None and tfacts.reltuples == 0:
+        # Statistics say "empty" (analyzed while empty): the planner would run the
+        # "no current version" anti-join as a nested loop over a sequential scan of the
+        # very table this statement fills — quadratic. Steer it to hash joins for this
+        # transaction only; the latest-version lookup stays a nested loop (no other way).
+        steps.append(
+            Step(
+                "planner: no nested loops over an empty-looking target",
+                "setting",
+                "SET LOCAL enable_nestloop = off",
+                note="the target's statistics say it is empty",
+            )
         )
     if options.mode == "append":
         steps.append(Step("append rows", "data", render(append_sql(ctx))))

@@ -57,14 +57,6 @@ def _heap_blocks(dbs: Any) -> int:
     return int(row[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "engine gap: the scd2 anti-join is planned as a nested loop over a sequential "
-        "scan of the target when the target's statistics say it is empty (quadratic "
-        "load); e.g. SET LOCAL enable_nestloop = off for the data statement fixes it"
-    ),
-)
 def test_scd2_load_into_an_analyzed_empty_target_is_linear(dbs: Any) -> None:
     with dbs.connect("warehouse") as conn:
         conn.execute("CREATE SCHEMA src")
