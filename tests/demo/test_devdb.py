@@ -4,6 +4,7 @@ left behind."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -121,9 +122,16 @@ def test_named_dev_db_with_its_own_data_dir(tmp_path_factory: pytest.TempPathFac
             assert conn.execute("SELECT 1").fetchone() == (1,)
         assert "[connections.default]" not in Path(".ematix-flow.toml").read_text()
         status = runner.invoke(
-            app, ["dev-db", "status", "--name", "warehouse", "--data-dir", str(datadir)]
+            app,
+            ["dev-db", "status", "--name", "warehouse", "--data-dir", str(datadir), "-f", "json"],
         )
         assert status.exit_code == 0
+        assert json.loads(status.output) == {
+            "name": "warehouse",
+            "running": True,
+            "data_dir": str(datadir),
+            "dsn": connect("warehouse").dsn,
+        }
     finally:
         result = runner.invoke(
             app, ["dev-db", "stop", "--name", "warehouse", "--data-dir", str(datadir)]
@@ -194,3 +202,11 @@ def test_flow_run_against_dev_dbs_named_default_and_warehouse(devdb_dir: Path) -
             assert stopped.returncode == 0, stopped.stderr
     assert postgres_processes_for(devdb_dir) == []
     assert postgres_processes_for(warehouse_dir) == []
+
+
+def test_a_malformed_project_file_is_reported_before_anything_starts(devdb_dir: Path) -> None:
+    Path(".ematix-flow.toml").write_text("[connections.default\ndsn = 1\n")
+    result = runner.invoke(app, ["dev-db", "start"])
+    assert result.exit_code == 3
+    assert "is not valid TOML" in result.output
+    assert server_processes(devdb_dir) == []
