@@ -269,6 +269,10 @@ class Tally:
             "by_fault_and_mode": [
                 {"fault": f, "mode": m, "trials": n} for (f, m), n in sorted(self.table().items())
             ],
+            "by_fault_and_path": [
+                {"fault": f, "path": p, "trials": n}
+                for (f, p), n in sorted(Counter((r.fault, r.path) for r in self.landed).items())
+            ],
             "failures": [r.__dict__ for r in self.failures()],
         }
 
