@@ -27,7 +27,8 @@ Versions are half-open intervals ``[valid_from, valid_to)``; the current version
 
 The closing UPDATE, the delete UPDATE and the INSERT run as data-modifying CTEs of one
 statement (one pass over the source). They touch disjoint rows; the INSERT takes the
-changed keys from the UPDATE's RETURNING and the new keys by an anti-join (NOT EXISTS,
+changed rows' new values straight from the UPDATE's RETURNING (no second join with the
+source) and the new keys by an anti-join (NOT EXISTS,
 which stays a hash anti-join on large inputs) against current versions, which the
 partial unique index ``… (keys) WHERE is_current`` serves and guards.
 """
@@ -72,14 +73,14 @@ def scd2_sql(
         "closed AS (\n  UPDATE {t} AS t SET is_current = false, "
         "valid_to = GREATEST(s.{vf}, t.valid_from + {eps})\n"
         "  FROM src AS s\n  WHERE t.is_current AND {match} AND t.row_hash IS DISTINCT FROM s.{h}\n"
-        "  RETURNING {tk}, t.valid_to\n)"
+        "  RETURNING {sk}, s.{h} AS {h}, t.valid_to\n)"
     ).format(
         t=ctx.target,
         vf=sql.Identifier(VALID_FROM),
         eps=_EPS,
         match=keys_match(k, "t", "s"),
         h=sql.Identifier(HASH),
-        tk=cols(k, "t"),
+        sk=cols(names, "s"),
     )
     ctes = [ctx.src_cte(), closed]
     if handle_deletes:
@@ -113,8 +114,8 @@ def scd2_sql(
         new_rows = sql.SQL("  SELECT {sc}, s.{vf}, NULL, true, s.{h}\n  FROM src AS s\n")
     ins = sql.SQL(
         "ins AS (\n  INSERT INTO {t} ({c}, valid_from, valid_to, is_current, row_hash)\n"
-        "  SELECT {sc}, c.valid_to, NULL::timestamptz, true, s.{h}\n"
-        "  FROM src AS s JOIN closed AS c ON {sc_match}\n"
+        "  SELECT {cc}, c.valid_to, NULL::timestamptz, true, c.{h}\n"
+        "  FROM closed AS c\n"
         "  UNION ALL\n"
         "{new_rows}"
         "  WHERE NOT EXISTS (SELECT 1 FROM {t} AS cur WHERE cur.is_current AND {cs_match}){u}\n"
@@ -124,7 +125,7 @@ def scd2_sql(
         c=cols(names),
         sc=cols(names, "s"),
         h=sql.Identifier(HASH),
-        sc_match=keys_match(k, "s", "c"),
+        cc=cols(names, "c"),
         cs_match=keys_match(k, "cur", "s"),
         u=unchanged_latest,
         new_rows=new_rows.format(
