@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 
 def test_faults_leave_old_or_new_state_and_the_next_run_converges(tmp_path: Path) -> None:
-    tally = run_trials(tmp_path, steps=1, rows=15_000, seed=9)
+    tally = run_trials(tmp_path, steps=1, rows=25_000, seed=9)
     failures = [r.__dict__ for r in tally.failures()]
     assert failures == []
     totals = tally.totals()
