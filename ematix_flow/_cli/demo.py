@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from ematix_flow._cli._output import console
+from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -156,7 +157,7 @@ def _run_story(out: Console, story: _Story, home: Path, server: Any, *, rows: in
             _render_preview(out, orchestrate.PREVIEWED)
 
         first = _run_all(out, story, names, "Running every pipeline (first load)")
-        changes = story.step(
+        story.step(
             "Changing the source: profile updates, closed accounts, new purchases",
             lambda: data.change_source(databases.oltp_url),
             done=lambda c: (
@@ -164,7 +165,6 @@ def _run_story(out: Console, story: _Story, home: Path, server: Any, *, rows: in
                 f"({c.purchases_deleted} of their purchases), {c.purchases_added:,} new purchases"
             ),
         )
-        del changes
         second = _run_all(out, story, names, "Running every pipeline again")
         with story.section("What the warehouse holds now"):
             targets = _targets(first + second)
@@ -189,15 +189,11 @@ def _run_all(out: Console, story: _Story, names: list[str], title: str) -> list[
                     name, progress=lambda text, n=name: status.update(f"running {n}: {text}")
                 )
             _render_run(out, name, report, time.perf_counter() - started)
-            results.extend(_target_results(report))
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise typer.Exit(1)
+            if not report.ok:
+                # The story cannot go on without its targets; the error is printed above.
+                raise typer.Exit(int(ExitCode.RUN_FAILED))
+            results.extend(report.results)
     return results
-
-
-def _target_results(report: Any) -> list[Any]:
-    return list(getattr(report, "targets", None) or getattr(report, "results", ()))
 
 
 def _targets(results: list[Any]) -> list[tuple[str, str]]:
@@ -225,7 +221,7 @@ def _render_run(out: Console, name: str, report: Any, seconds: float) -> None:
             else "left"
         )
         table.add_column(header, justify=justify)
-    for r in _target_results(report):
+    for r in report.results:
         status = "[green]ok[/]" if r.ok else f"[red]{r.status}[/]"
         table.add_row(
             r.target,
@@ -239,9 +235,11 @@ def _render_run(out: Console, name: str, report: Any, seconds: float) -> None:
             f"{r.duration_s:.2f}",
         )
     out.print(table)
-    for r in _target_results(report):
+    for r in report.results:
         if not r.ok and r.error:
             out.print(f"[red]error[/] {r.target}: {_escape(r.error)}")
+    if report.error:
+        out.print(f"[red]error[/] {_escape(report.error)}")
 
 
 def _render_preview(out: Console, name: str) -> None:
