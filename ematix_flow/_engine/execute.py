@@ -384,16 +384,23 @@ def _step(
 
 
 def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult) -> dict[str, Any]:
+    """Fold one data statement's counts into the result (statements report parts:
+    ``source_rows``/``watermark``, ``inserted``/``updated``/``deleted``, or ``written``
+    = inserted + updated for scd2, ``expired``)."""
     counts.update(values)
-    if "expired" in values:
-        result.rows_expired = int(values["expired"])
-        return values
-    result.rows_inserted = int(values.get("inserted", 0))
-    result.rows_updated = int(values.get("updated", 0))
-    result.rows_deleted = int(values.get("deleted", 0))
-    source_rows = int(values.get("source_rows", counts.get("copied", 0)))
+    result.rows_expired = int(counts.get("expired", 0))
+    updated = int(counts.get("updated", 0))
+    if "written" in counts:
+        written = int(counts["written"])
+        inserted = written - updated
+    else:
+        inserted = int(counts.get("inserted", 0))
+        written = inserted + updated
+    result.rows_inserted = inserted
+    result.rows_updated = updated
+    result.rows_deleted = int(counts.get("deleted", 0))
+    source_rows = int(counts.get("source_rows", counts.get("copied", 0)))
     result.source_rows = source_rows
-    written = int(values.get("written", result.rows_inserted + result.rows_updated))
     result.rows_unchanged = max(source_rows - written, 0)
     return values
 

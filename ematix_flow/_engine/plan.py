@@ -28,7 +28,12 @@ from ematix_flow._engine.options import TargetOptions
 from ematix_flow._engine.sql_append import append_sql
 from ematix_flow._engine.sql_common import STAGE, SqlContext, render
 from ematix_flow._engine.sql_merge import merge_sql
-from ematix_flow._engine.sql_scd2 import scd2_sql, ttl_sql
+from ematix_flow._engine.sql_scd2 import (
+    scd2_close_sql,
+    scd2_insert_sql,
+    source_count_sql,
+    ttl_sql,
+)
 from ematix_flow._engine.state import record_run_sql, state_schema, upsert_watermark_sql
 from ematix_flow._errors import DriftError, EmatixFlowError, SourceError, SyncError
 from ematix_flow.source import Source
@@ -543,12 +548,23 @@ def build_plan(
             )
         )
     else:
+        if path == "same_db" or options.incremental_column:
+            steps.append(Step("scd2: count source rows", "data", render(source_count_sql(ctx))))
         steps.append(
             Step(
-                "scd2: close changed versions, insert new versions"
+                "scd2: close changed versions"
                 + (", close deleted keys" if options.handle_deletes else ""),
                 "data",
-                render(scd2_sql(ctx, handle_deletes=options.handle_deletes, ttl=options.ttl)),
+                render(scd2_close_sql(ctx, handle_deletes=options.handle_deletes)),
+            )
+        )
+        steps.append(
+            Step(
+                "scd2: insert new versions",
+                "data",
+                render(
+                    scd2_insert_sql(ctx, handle_deletes=options.handle_deletes, ttl=options.ttl)
+                ),
             )
         )
     if options.incremental_column:

@@ -80,12 +80,12 @@ def test_dry_run_after_changes_leaves_every_row_as_it_was(project: Any) -> None:
     scd2 = by["mart.customer_history"]
     assert (scd2["rows"]["inserted"], scd2["rows"]["updated"]) == (1, 1)
     data_steps = [s for s in scd2["plan"]["steps"] if s["kind"] == "data"]
-    assert len(data_steps) == 2 and all(s["status"] == "executed" for s in data_steps)
+    assert len(data_steps) == 3 and all(s["status"] == "executed" for s in data_steps)
     assert "expire" in data_steps[0]["label"]
 
     local = json.loads(history.stdout)["targets"][0]
     assert local["path"] == "same_db"
-    assert [s["kind"] for s in local["plan"]["steps"]].count("data") == 2
+    assert [s["kind"] for s in local["plan"]["steps"]].count("data") == 4
     assert (local["rows"]["inserted"], local["rows"]["updated"]) == (1, 1)
     assert local["rows"]["deleted"] == 1  # key 3's current version would be closed
 

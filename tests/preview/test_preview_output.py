@@ -148,7 +148,7 @@ def test_verbose_dry_run_shows_rows_per_statement(project: Any) -> None:
     assert "✓ hist.local_history   mode=scd2   path=same_db   OK" in out
     assert "would change        inserted=1 updated=1 deleted=1 unchanged=1" in out
     assert "  ✓ rows: expired=0" in out
-    assert "✓ rows: inserted=1 updated=1" in out
+    assert "✓ rows: updated=1 deleted=1" in out and "✓ rows: written=2" in out
     assert "rolled back" in out
     fanout = flow("dry-run", "pv_fanout", "--module", module, "--verbose").stdout
     assert "✗ mart.customer_strict   mode=merge   path=cross_db   FAILED" in fanout
