@@ -1,5 +1,5 @@
-"""The ``scd2`` statements: close changed current versions and insert new ones, in one
-statement; optionally expire versions older than ``ttl`` first.
+"""The ``scd2`` statements: count the source, close changed (and deleted) current
+versions, insert new ones; optionally expire versions older than ``ttl`` first.
 
 Versions are half-open intervals ``[valid_from, valid_to)``; the current version has
 ``valid_to IS NULL`` and ``is_current``. Rules (the property tests rely on them):
