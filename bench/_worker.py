@@ -1,10 +1,12 @@
 """One engine operation in a fresh process, so its peak RSS is its own.
 
 Run by the bench as ``python -m bench._worker '<json>'``; prints one JSON line:
-``{"seconds": …, "result": {…}, "rss_start_kib": …, "rss_peak_kib": …}``.
-``seconds`` is measured around ``pipeline.sync`` alone (interpreter start-up and imports
-are not the engine's work); the RSS figures are the process's ``VmRSS`` before the
-sync and its ``VmHWM`` (peak) after it, from ``/proc/self/status``.
+``{"seconds": …, "result": {…}, "steps": [[label, seconds], …], "rss_start_kib": …,
+"rss_peak_kib": …}``. The sync runs as a registered pipeline (``pipeline.run``) so the
+engine's per-step timings are available. ``seconds`` is measured around that run alone
+(interpreter start-up and imports are not the engine's work); the RSS figures are the
+process's ``VmRSS`` before the run and its ``VmHWM`` (peak) after it, from
+``/proc/self/status``.
 
 JSON fields: ``mode`` (merge|scd2), ``source_url``, ``target_url``, ``table`` (target
 table name in schema ``bench``), ``query`` (source SQL), ``profile`` (optional path:
@@ -52,6 +54,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     target = items_table(spec["table"])
     source = Source.postgres_query(_core.connect(spec["source_url"]), spec["query"])
     tgt = _core.connect(spec["target_url"])
+    name = f"bench_{spec['table']}"
+
+    @pipeline.register(name=name)
+    def bench_pipeline() -> dict[str, Any]:
+        return pipeline.sync(
+            target=target, source=source, target_connection=tgt, mode=spec["mode"], keys=("id",)
+        )
+
     rss_start = _status_kib("VmRSS")
     profiler = None
     if spec.get("profile"):
@@ -60,16 +70,19 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         profiler = cProfile.Profile()
         profiler.enable()
     t0 = time.perf_counter()
-    result = pipeline.sync(
-        target=target, source=source, target_connection=tgt, mode=spec["mode"], keys=("id",)
-    )
+    report = pipeline.run(name)
     seconds = time.perf_counter() - t0
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(spec["profile"])
+    if not report.ok:
+        errors = [report.error, *(r.error for r in report.results)]
+        raise SystemExit(f"engine run failed: {'; '.join(e for e in errors if e)}")
+    (outcome,) = report.results
     return {
         "seconds": seconds,
-        "result": json.loads(json.dumps(result, default=str)),
+        "result": json.loads(json.dumps(outcome.summary(), default=str)),
+        "steps": [[step.label, step.duration_s] for step in outcome.steps],
         "rss_start_kib": rss_start,
         "rss_peak_kib": _status_kib("VmHWM"),
     }

@@ -374,13 +374,24 @@ def format_table(report: dict[str, Any]) -> str:
             split = [d.get("phases", {}) for d in ms[key]["details"]]
             avg = {p: statistics.median(s[p] for s in split) for p in split[0]}
             phases.append(f"{key}: " + ", ".join(f"{p} {v:.2f} s" for p, v in avg.items()))
+    for key in ("merge_initial", "merge_resync", "scd2_initial", "scd2_changed"):
+        if key in ms:
+            runs = [d.get("steps", []) for d in ms[key]["details"]]
+            labels = [label for label, _ in runs[0]]
+            med = {
+                label: statistics.median(dict(r).get(label, 0.0) for r in runs) for label in labels
+            }
+            slow = [(lb, v) for lb, v in med.items() if v >= 0.05]
+            shown = ", ".join(f"{lb} {v:.2f} s" for lb, v in slow) or "every step < 0.05 s"
+            phases.append(f"engine {key}: {shown}")
     footer = [
         "",
         f"N = {report['rows']:,} rows; medians of {report['repeat']} runs; "
         f"{report['changed_rows']:,} rows changed per re-sync; PostgreSQL "
         f"{report['server_version']}; {report['cpus']} CPUs; bench took "
         f"{report['elapsed_s']:.0f} s.",
-        "limit phases (median): " + "; ".join(phases),
+        "phases (median; engine steps of 0.05 s or more):",
+        *(f"  {p}" for p in phases),
     ]
     return "\n".join(text + footer)
 
