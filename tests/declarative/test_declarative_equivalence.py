@@ -1,7 +1,8 @@
 """The spec's side-by-side examples: the decorator form (§2, §4 "After") plans exactly the
 SQL the imperative form (§1, §4 "Today") plans, and runs to the same rows.
 
-One departure from the spec's text: the decorated forms below pass ``compare_columns=``.
+The examples are the spec's, from ``tests/spec_examples``. One departure from the
+spec's text: the decorated forms below are given ``compare_columns=``.
 The spec's "Today" forms compare the non-key columns *except* the
 ``event_timestamp_column`` (§1: email, name — not last_seen), while the engine's default
 today is every non-key declared column, timestamp included. Which columns are compared
@@ -11,23 +12,19 @@ on unchanged rather than inventing a default the preview would then misreport.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
-
-from ematix_flow import _core, ematix, pipeline, pk
-from ematix_flow.source import Source
-from ematix_flow.table import ManagedTable
-from ematix_flow.types import (
-    BigInt,
-    Boolean,
-    Column,
-    Date,
-    Numeric,
-    String,
-    Text,
-    TimestampTZ,
+from spec_examples import (
+    SECTION_1,
+    SECTION_2,
+    SECTION_4_AFTER,
+    SECTION_4_TODAY,
+    load,
+    with_options,
 )
+
+from ematix_flow import pipeline
 
 pytestmark = pytest.mark.db
 
@@ -52,14 +49,6 @@ INSERT INTO events.purchases VALUES
     (1, '2026-01-01 12:00+00', 5.50, true),
     (2, '2026-01-02 09:00+00', 99.99, false);
 """
-
-SECTION_1_SQL = "SELECT id AS customer_id, email, name, last_seen FROM source.users"
-SECTION_4_SQL = """
-            SELECT user_id, date_trunc('day', event_ts)::date AS period_start,
-                   sum(amount) AS total_spend, count(*) AS order_count,
-                   bool_or(is_sub) AS is_subscriber, max(event_ts) AS last_event_ts
-            FROM events.purchases GROUP BY 1, 2
-        """
 
 
 def comparable(report: Any) -> list[dict[str, Any]]:
@@ -89,47 +78,13 @@ def differing(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[str]:
 def test_section_2_plans_and_runs_like_section_1(named: Any) -> None:
     named.sql("warehouse", USERS)
 
-    class CustomerDimToday(ManagedTable):
-        __schema__ = "warehouse"
-        __tablename__ = "customer_dim"
-
-        customer_id = Column(BigInt(), nullable=False, primary_key=True)
-        email = Column(String(256), nullable=False)
-        name = Column(Text())
-        last_seen = Column(TimestampTZ(), nullable=False)
-
-    @pipeline.register(name="customer_sync", schedule="0 * * * *")
-    def customer_sync_today():
-        conn = _core.connect(named.urls["warehouse"])
-        return pipeline.sync(
-            target=CustomerDimToday,
-            source=Source.postgres_query(conn, SECTION_1_SQL),
-            target_connection=conn,
-            mode="scd2",
-            keys=("customer_id",),
-            compare_columns=("email", "name"),
-            event_timestamp_column="last_seen",
-        )
+    load(SECTION_1, WAREHOUSE_URL=named.urls["warehouse"])
 
     today = comparable(pipeline.preview("customer_sync"))
     pipeline._unregister("customer_sync")
 
-    @ematix.table(schema="warehouse")
-    class CustomerDim:
-        customer_id: Annotated[BigInt, pk()]
-        email: String[256]
-        name: Text | None
-        last_seen: TimestampTZ
-
-    @ematix.pipeline(
-        target=CustomerDim,
-        schedule="0 * * * *",
-        mode="scd2",
-        event_timestamp_column="last_seen",
-        compare_columns=("email", "name"),  # see the module docstring
-    )
-    def customer_sync(conn):
-        return SECTION_1_SQL
+    # compare_columns=: see the module docstring
+    customer_sync = load(with_options(SECTION_2, compare_columns=("email", "name"))).customer_sync
 
     after = comparable(customer_sync.preview())
     assert differing(after, today) == []
@@ -168,55 +123,17 @@ def test_section_2_plans_and_runs_like_section_1(named: Any) -> None:
 def test_section_4_after_plans_like_today(named: Any) -> None:
     named.sql("oltp", PURCHASES)
 
-    class UserPurchaseFeaturesToday(ManagedTable):
-        __schema__ = "features"
-        __tablename__ = "user_purchase_features_v1"
-
-        user_id = Column(BigInt(), nullable=False, primary_key=True)
-        period_start = Column(Date(), nullable=False, primary_key=True)
-        total_spend = Column(Numeric(12, 2))
-        order_count = Column(BigInt())
-        is_subscriber = Column(Boolean(), nullable=False)
-        last_event_ts = Column(TimestampTZ(), nullable=False)
-
-    @pipeline.register(name="user_purchase_features_sync", schedule="0 */6 * * *")
-    def sync_user_purchase_features_today():
-        src = _core.connect(named.urls["oltp"])
-        tgt = _core.connect(named.urls["warehouse"])
-        return pipeline.sync(
-            target=UserPurchaseFeaturesToday,
-            source=Source.postgres_query(src, SECTION_4_SQL),
-            target_connection=tgt,
-            mode="scd2",
-            keys=("user_id", "period_start"),
-            compare_columns=("total_spend", "order_count", "is_subscriber"),
-            event_timestamp_column="last_event_ts",
-        )
+    load(SECTION_4_TODAY, OLTP_URL=named.urls["oltp"], WAREHOUSE_URL=named.urls["warehouse"])
 
     today = comparable(pipeline.preview("user_purchase_features_sync"))
     pipeline._unregister("user_purchase_features_sync")
 
-    @ematix.table(schema="features", name="user_purchase_features_v1")
-    class UserPurchaseFeatures:
-        user_id: Annotated[BigInt, pk()]
-        period_start: Annotated[Date, pk()]
-        total_spend: Numeric[12, 2] | None
-        order_count: BigInt | None
-        is_subscriber: Boolean
-        last_event_ts: TimestampTZ
-
-    @ematix.pipeline(
-        target=UserPurchaseFeatures,
-        schedule="0 */6 * * *",
-        mode="scd2",
-        event_timestamp_column="last_event_ts",
-        source_connection="oltp",
-        target_connection="warehouse",
+    after_form = with_options(
+        SECTION_4_AFTER,
         compare_columns=("total_spend", "order_count", "is_subscriber"),  # see the docstring
         name="user_purchase_features_sync",
     )
-    def sync_user_purchase_features(src_conn, tgt_conn):
-        return SECTION_4_SQL
+    sync_user_purchase_features = load(after_form).sync_user_purchase_features
 
     after = comparable(sync_user_purchase_features.preview())
     assert differing(after, today) == []

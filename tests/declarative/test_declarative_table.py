@@ -11,6 +11,13 @@ from typing import Annotated, ClassVar, Optional
 import attrs
 import pydantic
 import pytest
+from spec_examples import (
+    SECTION_1_TABLE,
+    SECTION_2_TABLE,
+    SECTION_4_AFTER_TABLE,
+    SECTION_4_TODAY_TABLE,
+    load,
+)
 
 from ematix_flow import ematix, natural_key, nullable, pk
 from ematix_flow._errors import DefinitionError, MarkerUsageError
@@ -37,21 +44,8 @@ def _ddl(cls: type[ManagedTable]) -> str:
 
 
 def test_spec_section_2_equals_section_1() -> None:
-    class CustomerDimToday(ManagedTable):  # spec §1
-        __schema__ = "warehouse"
-        __tablename__ = "customer_dim"
-
-        customer_id = Column(BigInt(), nullable=False, primary_key=True)
-        email = Column(String(256), nullable=False)
-        name = Column(Text())
-        last_seen = Column(TimestampTZ(), nullable=False)
-
-    @ematix.table(schema="warehouse")  # spec §2
-    class CustomerDim:
-        customer_id: Annotated[BigInt, pk()]
-        email: String[256]
-        name: Text | None
-        last_seen: TimestampTZ
+    CustomerDimToday = load(SECTION_1_TABLE).CustomerDim
+    CustomerDim = load(SECTION_2_TABLE).CustomerDim
 
     assert issubclass(CustomerDim, ManagedTable)
     assert CustomerDim.__name__ == "CustomerDim"
@@ -62,25 +56,8 @@ def test_spec_section_2_equals_section_1() -> None:
 
 
 def test_spec_section_4_after_equals_today() -> None:
-    class Today(ManagedTable):
-        __schema__ = "features"
-        __tablename__ = "user_purchase_features_v1"
-
-        user_id = Column(BigInt(), nullable=False, primary_key=True)
-        period_start = Column(Date(), nullable=False, primary_key=True)
-        total_spend = Column(Numeric(12, 2))
-        order_count = Column(BigInt())
-        is_subscriber = Column(Boolean(), nullable=False)
-        last_event_ts = Column(TimestampTZ(), nullable=False)
-
-    @ematix.table(schema="features", name="user_purchase_features_v1")
-    class UserPurchaseFeatures:
-        user_id: Annotated[BigInt, pk()]
-        period_start: Annotated[Date, pk()]
-        total_spend: Numeric[12, 2] | None
-        order_count: BigInt | None
-        is_subscriber: Boolean
-        last_event_ts: TimestampTZ
+    Today = load(SECTION_4_TODAY_TABLE).UserPurchaseFeatures
+    UserPurchaseFeatures = load(SECTION_4_AFTER_TABLE).UserPurchaseFeatures
 
     spec = UserPurchaseFeatures.__table_spec__
     assert spec == Today.__table_spec__

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from _k8s_testing import load_all, validate_custom, validate_strict
+from spec_examples import SECTION_2, SECTION_4_AFTER, write
 
 from ematix_flow._k8s.cronjob import render_cronjob
 
@@ -20,69 +21,26 @@ INLINE_URL = f"postgresql://etl:{PASSWORD}@db.internal:5432/wh"
 
 # Spec §2 and §4, as a user's module; plus the spec's §1 imperative style with an inline
 # URL in its body (never executed by the export, never written to it).
-MODULE = textwrap.dedent(
-    f'''
-    from typing import Annotated
+MODULE = (
+    SECTION_2
+    + SECTION_4_AFTER
+    + textwrap.dedent(
+        f"""
 
-    from ematix_flow import _core, ematix, pipeline, pk
-    from ematix_flow.types import BigInt, Boolean, Date, Numeric, String, Text, TimestampTZ
-
-
-    @ematix.table(schema="warehouse")
-    class CustomerDim:
-        customer_id: Annotated[BigInt, pk()]
-        email: String[256]
-        name: Text | None
-        last_seen: TimestampTZ
+        from ematix_flow import _core, pipeline
 
 
-    @ematix.pipeline(
-        target=CustomerDim,
-        schedule="0 * * * *",
-        mode="scd2",
-        event_timestamp_column="last_seen",
-    )
-    def customer_sync(conn):
-        return "SELECT id AS customer_id, email, name, last_seen FROM source.users"
+        @pipeline.register(name="legacy_inline", schedule="@daily")
+        def legacy_inline():
+            conn = _core.connect("{INLINE_URL}")
+            raise RuntimeError("never runs during an export")
 
 
-    @ematix.table(schema="features", name="user_purchase_features_v1")
-    class UserPurchaseFeatures:
-        user_id: Annotated[BigInt, pk()]
-        period_start: Annotated[Date, pk()]
-        total_spend: Numeric[12, 2] | None
-        order_count: BigInt | None
-        is_subscriber: Boolean
-        last_event_ts: TimestampTZ
-
-
-    @ematix.pipeline(
-        target=UserPurchaseFeatures,
-        schedule="0 */6 * * *",
-        mode="scd2",
-        event_timestamp_column="last_event_ts",
-        source_connection="oltp",
-        target_connection="warehouse",
-    )
-    def sync_user_purchase_features(src_conn, tgt_conn):
-        return """
-            SELECT user_id, date_trunc('day', event_ts)::date AS period_start,
-                   sum(amount) AS total_spend, count(*) AS order_count,
-                   bool_or(is_sub) AS is_subscriber, max(event_ts) AS last_event_ts
-            FROM events.purchases GROUP BY 1, 2
+        @pipeline.register(name="adhoc_backfill")
+        def adhoc_backfill():
+            pass
         """
-
-
-    @pipeline.register(name="legacy_inline", schedule="@daily")
-    def legacy_inline():
-        conn = _core.connect("{INLINE_URL}")
-        raise RuntimeError("never runs during an export")
-
-
-    @pipeline.register(name="adhoc_backfill")
-    def adhoc_backfill():
-        pass
-    '''
+    )
 )
 
 
@@ -91,7 +49,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project folder with the module and connections configured with inline URLs."""
     folder = tmp_path / "project"
     folder.mkdir()
-    (folder / "team_pipelines.py").write_text(MODULE)
+    write(folder, MODULE, "team_pipelines")
     (folder / ".ematix-flow.toml").write_text(
         f'[connections.oltp]\ndsn = "{INLINE_URL.replace("/wh", "/oltp")}"\n'
     )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 from operator_harness import Cluster, OperatorThread, container_of, ready, wait_for
+from spec_examples import SECTION_4_AFTER, write
 
 from ematix_flow._k8s.model import GROUP, PLURAL, VERSION
 
@@ -22,47 +22,11 @@ pytestmark = pytest.mark.k8s
 
 IMAGE = "registry.example/team/pipelines:1.4.0"
 
-SPEC_4 = textwrap.dedent(
-    '''
-    from typing import Annotated
-
-    from ematix_flow import ematix, pk
-    from ematix_flow.types import BigInt, Boolean, Date, Numeric, TimestampTZ
-
-
-    @ematix.table(schema="features", name="user_purchase_features_v1")
-    class UserPurchaseFeatures:
-        user_id: Annotated[BigInt, pk()]
-        period_start: Annotated[Date, pk()]
-        total_spend: Numeric[12, 2] | None
-        order_count: BigInt | None
-        is_subscriber: Boolean
-        last_event_ts: TimestampTZ
-
-
-    @ematix.pipeline(
-        target=UserPurchaseFeatures,
-        schedule="0 */6 * * *",
-        mode="scd2",
-        event_timestamp_column="last_event_ts",
-        source_connection="oltp",
-        target_connection="warehouse",
-    )
-    def sync_user_purchase_features(src_conn, tgt_conn):
-        return """
-            SELECT user_id, date_trunc('day', event_ts)::date AS period_start,
-                   sum(amount) AS total_spend, count(*) AS order_count,
-                   bool_or(is_sub) AS is_subscriber, max(event_ts) AS last_event_ts
-            FROM events.purchases GROUP BY 1, 2
-        """
-    '''
-)
-
 
 def test_exported_spec_example_is_reconciled(
     cluster: Cluster, operator_thread: OperatorThread, tmp_path: Path
 ) -> None:
-    (tmp_path / "purchase_features.py").write_text(SPEC_4)
+    write(tmp_path, SECTION_4_AFTER, "purchase_features")
     result = subprocess.run(
         [
             sys.executable,

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
+from spec_examples import CUSTOMER_SQL, SECTION_1_TABLE, SECTION_2_TABLE, load
 
-from ematix_flow import ematix, pipeline, pk
+from ematix_flow import ematix, pipeline
 from ematix_flow._preview import document, to_json
 from ematix_flow._preview.text import verbose
 from ematix_flow.config import connect
 from ematix_flow.source import Source
-from ematix_flow.table import ManagedTable
-from ematix_flow.types import BigInt, Column, String, Text, TimestampTZ
 
 pytestmark = pytest.mark.db
-
-SQL = "SELECT id AS customer_id, email, name, last_seen FROM source.users"
 
 
 def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
@@ -34,12 +31,8 @@ def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
     tag = uuid.uuid4().hex[:6]
     decorated_name, imperative_name = f"twin_decorated_{tag}", f"twin_imperative_{tag}"
 
-    @ematix.table(schema="warehouse")
-    class CustomerDim:
-        customer_id: Annotated[BigInt, pk()]
-        email: String[256]
-        name: Text | None
-        last_seen: TimestampTZ
+    CustomerDim = load(SECTION_2_TABLE).CustomerDim  # spec §2's table
+    CustomerDimImperative = load(SECTION_1_TABLE).CustomerDim  # spec §1's
 
     @ematix.pipeline(
         target=CustomerDim,
@@ -51,21 +44,13 @@ def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
         name=decorated_name,
     )
     def customer_sync(src_conn: Any, tgt_conn: Any) -> str:
-        return SQL
-
-    class CustomerDimImperative(ManagedTable):
-        __schema__ = "warehouse"
-        __tablename__ = "customer_dim"
-        customer_id = Column(BigInt(), nullable=False, primary_key=True)
-        email = Column(String(256), nullable=False)
-        name = Column(Text())
-        last_seen = Column(TimestampTZ(), nullable=False)
+        return CUSTOMER_SQL
 
     @pipeline.register(name=imperative_name, schedule="0 * * * *")
     def customer_sync_imperative() -> dict[str, Any]:
         return pipeline.sync(
             target=CustomerDimImperative,
-            source=Source.postgres_query(connect("oltp"), SQL),
+            source=Source.postgres_query(connect("oltp"), CUSTOMER_SQL),
             target_connection=connect("warehouse"),
             mode="scd2",
             event_timestamp_column="last_seen",
