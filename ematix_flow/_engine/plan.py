@@ -299,6 +299,20 @@ def build_plan(
         if options.compare_columns:
             compare = options.compare_columns
             decisions.append(Decision("compare_columns", compare, "[from compare_columns=]"))
+        elif options.mode == "scd2" and options.event_timestamp_column in non_key:
+            # A new event time alone is not a new version (spec §1 compares email and
+            # name, not last_seen; §4 leaves last_event_ts out): the event time only
+            # dates the versions that the other columns open.
+            event = options.event_timestamp_column
+            compare = tuple(c for c in non_key if c != event)
+            decisions.append(
+                Decision(
+                    "compare_columns",
+                    compare,
+                    "[default: every non-key declared column except "
+                    f"event_timestamp_column={event!r}]",
+                )
+            )
         else:
             compare = non_key
             decisions.append(

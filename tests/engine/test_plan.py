@@ -158,3 +158,37 @@ def test_table_source_requires_schema_dot_table(name: str) -> None:
 def test_invalid_option_combinations_are_refused(kw: Any, fragment: str) -> None:
     with pytest.raises(DefinitionError, match=fragment):
         TargetOptions(table=ByPk.__table_spec__, **kw)
+
+
+class Seen(ManagedTable):
+    __schema__ = "wh"
+    __tablename__ = "seen"
+    id = Column(BigInt(), nullable=False, primary_key=True)
+    email = Column(Text(), nullable=False)
+    name = Column(Text())
+    last_seen = Column(Text(), nullable=False)
+
+
+def test_scd2_default_compare_leaves_out_the_event_timestamp_column() -> None:
+    p = offline_plan(Seen, "scd2", event_timestamp_column="last_seen")
+    decision = p.decision("compare_columns")
+    assert decision.value == ("email", "name")
+    assert decision.reason == (
+        "[default: every non-key declared column except event_timestamp_column='last_seen']"
+    )
+    # Without an event time, and for scd1, every non-key column is compared.
+    assert offline_plan(Seen, "scd2").decision("compare_columns").value == (
+        "email",
+        "name",
+        "last_seen",
+    )
+    assert offline_plan(Seen, "scd1").decision("compare_columns").value == (
+        "email",
+        "name",
+        "last_seen",
+    )
+    # An explicit list always wins, event time included.
+    explicit = offline_plan(
+        Seen, "scd2", event_timestamp_column="last_seen", compare_columns=("last_seen",)
+    )
+    assert explicit.decision("compare_columns").value == ("last_seen",)
