@@ -8,6 +8,8 @@
   (:func:`ematix_flow_operator.run`) with kopf in its own thread and event loop, started
   and stopped with kopf's ``ready_flag``/``stop_flag``.
 * :func:`wait_for` — poll a condition until it holds or a timeout says what was last seen.
+* :func:`cluster_fixtures` — the ``cluster``, ``operator_thread`` and ``ns`` fixtures, for
+  the conftest of every suite that runs against the emulated cluster.
 
 Code in the emulator's loop only awaits; the test's blocking calls go over HTTP from the
 main thread, so neither loop can deadlock the other.
@@ -19,7 +21,8 @@ import asyncio
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +30,7 @@ import kmock
 import kopf
 import kubernetes.client
 import kubernetes.config
+import pytest
 import yaml
 from ematix_flow_operator import OperatorConfig, build_registry, run
 from kube_emulator import Call, StrictEmulator
@@ -38,6 +42,7 @@ __all__ = [
     "RESOURCE",
     "Cluster",
     "OperatorThread",
+    "cluster_fixtures",
     "conditions",
     "container_of",
     "fast_settings",
@@ -315,6 +320,43 @@ class OperatorThread:
 # --- resources and runs as the tests write them ----------------------------------------
 
 SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+
+
+def cluster_fixtures(*, folder: str, namespace_prefix: str) -> tuple[Any, Any, Any]:
+    """The fixtures of a suite run against the emulated cluster, for its conftest::
+
+        cluster, operator_thread, ns = cluster_fixtures(folder="k8s", namespace_prefix="t-")
+
+    ``cluster`` (in a temporary folder named after ``folder``) and ``operator_thread``
+    live one per test module; ``ns`` is a fresh namespace per test (its name starts with
+    ``namespace_prefix``), so tests share the cluster and the running operator without
+    seeing each other's objects.
+    """
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+        with Cluster(tmp_path_factory.mktemp(folder)) as running:
+            yield running
+
+    @pytest.fixture(scope="module")
+    def operator_thread(cluster: Cluster) -> Iterator[OperatorThread]:
+        runner = OperatorThread(cluster).start()
+        try:
+            yield runner
+        finally:
+            runner.stop()
+
+    @pytest.fixture
+    def ns(cluster: Cluster) -> Iterator[str]:
+        """A fresh namespace; its EmatixPipelines (and by GC their CronJobs) deleted after."""
+        name = f"{namespace_prefix}{uuid.uuid4().hex[:8]}"
+        yield name
+        for body in cluster.list(RESOURCE, name):
+            cluster.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, name, PLURAL, body["metadata"]["name"]
+            )
+
+    return cluster, operator_thread, ns
 
 
 def spec(**overrides: object) -> dict[str, Any]:
