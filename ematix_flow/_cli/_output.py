@@ -6,7 +6,8 @@ colour, machine-readable output and error reporting behave the same everywhere:
 - :func:`console` gives a rich Console: colour only on a terminal, never with
   ``--no-color`` or ``NO_COLOR``.
 - :data:`FormatOption` is the ``--format text|json`` option; :func:`print_json` writes
-  the machine form (stable keys, no colour, one document on stdout).
+  the machine form (stable keys, no colour, one document on stdout); :func:`print_listing`
+  writes a command's list of items either way (a table for people).
 - :func:`report_error` / :func:`exit_code_for` are the single place where an
   :class:`EmatixFlowError` becomes a clean one-message stderr line and an exit code from
   :mod:`ematix_flow._exitcodes`; ``main.py`` routes every command's errors through them.
@@ -19,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -38,6 +40,7 @@ __all__ = [
     "exit_code_for",
     "fail",
     "print_json",
+    "print_listing",
     "report_error",
     "set_no_color",
 ]
@@ -93,6 +96,38 @@ def print_json(data: Any) -> None:
     """Write ``data`` as one indented JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+T = TypeVar("T")
+
+
+def print_listing(
+    items: Sequence[T],
+    output: OutputFormat,
+    *,
+    to_json: Callable[[T], Any],
+    columns: Sequence[str],
+    row: Callable[[T], Sequence[Any]],
+    empty: str,
+) -> None:
+    """A command's list of ``items``: with ``--format json`` one JSON array (each item
+    through ``to_json``); otherwise a table of ``columns``, one ``row`` per item, or the
+    ``empty`` message when there is no item."""
+    if output is OutputFormat.json:
+        print_json([to_json(item) for item in items])
+        return
+    out = console()
+    if not items:
+        out.print(empty, markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for item in items:
+        table.add_row(*row(item))
+    out.print(table)
 
 
 def exit_code_for(exc: EmatixFlowError) -> ExitCode:

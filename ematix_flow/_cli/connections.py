@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from ematix_flow._cli._output import FormatOption, OutputFormat, console, fail, print_json
+from ematix_flow._cli._output import (
+    FormatOption,
+    OutputFormat,
+    console,
+    fail,
+    print_json,
+    print_listing,
+)
 from ematix_flow._exitcodes import ExitCode
 
 __all__ = ["app"]
@@ -32,33 +39,27 @@ _HOW_TO_CONFIGURE = (
 @app.command("list")
 def list_(output: FormatOption = OutputFormat.text) -> None:
     """Show each configured connection: origin, host, port, database, user (no password)."""
-    from ematix_flow.config import configured_connections
+    from ematix_flow.config import ConfiguredConnection, configured_connections
 
-    entries = configured_connections()
-    if output is OutputFormat.json:
-        print_json([_entry_json(e) for e in entries])
-        return
-    out = console()
-    if not entries:
-        out.print(f"No connections configured. {_HOW_TO_CONFIGURE}.", markup=False)
-        return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "CONFIGURED IN", "HOST", "PORT", "DATABASE", "USER"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
+    def row(e: ConfiguredConnection) -> tuple[str, ...]:
         c = e.connection
         if c is None:
-            table.add_row(e.name, e.origin, f"[red]error:[/red] {_escape(e.error or '')}")
-            continue
-        table.add_row(
+            return e.name, e.origin, f"[red]error:[/red] {_escape(e.error or '')}"
+        return (
             *(_escape(v) for v in (e.name, e.origin, c.host or "(default)")),
             str(c.port) if c.port is not None else "(default)",
             _escape(c.dbname or "(default)"),
             _escape(c.user or "(default)"),
         )
-    out.print(table)
+
+    print_listing(
+        configured_connections(),
+        output,
+        to_json=_entry_json,
+        columns=("NAME", "CONFIGURED IN", "HOST", "PORT", "DATABASE", "USER"),
+        row=row,
+        empty=f"No connections configured. {_HOW_TO_CONFIGURE}.",
+    )
 
 
 @app.command("check")

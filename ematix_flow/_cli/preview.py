@@ -14,6 +14,7 @@ cannot be imported or a connection is not configured.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -36,30 +37,37 @@ NoColorOption = Annotated[
 ]
 
 
-def preview(
-    name: NameArgument,
-    module: ModuleOption,
-    verbose: VerboseOption = False,
-    output: FormatOption = OutputFormat.text,
-    no_color: NoColorOption = False,
-) -> None:
+def _command(action: str, doc: str) -> Callable[..., None]:
+    """The ``flow preview`` / ``flow dry-run`` command: the same arguments and options,
+    handed to :func:`_show` with ``action``; ``doc`` is its ``--help``."""
+
+    def command(
+        name: NameArgument,
+        module: ModuleOption,
+        verbose: VerboseOption = False,
+        output: FormatOption = OutputFormat.text,
+        no_color: NoColorOption = False,
+    ) -> None:
+        _show(action, name, module, verbose=verbose, output=output, no_color=no_color)
+
+    command.__name__ = command.__qualname__ = action
+    command.__doc__ = doc
+    return command
+
+
+preview = _command(
+    "preview",
     """Show what a run would do (keys and why, path, SQL); execute nothing.
 
-    Exit 0 when every target would succeed."""
-    _show("preview", name, module, verbose=verbose, output=output, no_color=no_color)
+    Exit 0 when every target would succeed.""",
+)
 
-
-def dry_run(
-    name: NameArgument,
-    module: ModuleOption,
-    verbose: VerboseOption = False,
-    output: FormatOption = OutputFormat.text,
-    no_color: NoColorOption = False,
-) -> None:
+dry_run = _command(
+    "dry_run",
     """Execute every target in a transaction, show the rows, roll back.
 
-    Exit 0 when every target would succeed."""
-    _show("dry_run", name, module, verbose=verbose, output=output, no_color=no_color)
+    Exit 0 when every target would succeed.""",
+)
 
 
 def _show(

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ematix_flow._cli._output import FormatOption, OutputFormat, console, print_json
+from ematix_flow._cli._output import (
+    FormatOption,
+    OutputFormat,
+    console,
+    print_json,
+    print_listing,
+)
 from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import ExitCode
 
@@ -67,23 +73,19 @@ def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> Non
     from ematix_flow import pipeline
 
     load_module(module)
-    entries = list(pipeline.registry().values())
-    if output is OutputFormat.json:
-        print_json([e.to_dict() for e in entries])
-        return
-    out = console()
-    if not entries:
-        out.print(f"No pipelines registered by module {module}.", markup=False)
-        return
-    from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("PIPELINE", "SCHEDULE", "TARGETS", "CONNECTIONS"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
+    def row(e: ScheduledPipeline) -> tuple[str, ...]:
         targets = ", ".join(t.table + (f" ({t.mode})" if t.mode else "") for t in e.targets)
-        table.add_row(e.name, e.schedule or "—", targets or "—", ", ".join(e.connections) or "—")
-    out.print(table)
+        return e.name, e.schedule or "—", targets or "—", ", ".join(e.connections) or "—"
+
+    print_listing(
+        list(pipeline.registry().values()),
+        output,
+        to_json=lambda e: e.to_dict(),
+        columns=("PIPELINE", "SCHEDULE", "TARGETS", "CONNECTIONS"),
+        row=row,
+        empty=f"No pipelines registered by module {module}.",
+    )
 
 
 def _render_report(report: RunReport) -> None:
@@ -245,32 +247,23 @@ def history(
         with connect(conn_name).open(autocommit=True, connect_timeout=10) as pg:
             rows += state.read_history(pg, state.state_schema(), name, limit)
     rows.sort(key=lambda r: r.started_at, reverse=True)
-    rows = rows[:limit]
-    if output is OutputFormat.json:
-        print_json([r.to_dict() for r in rows])
-        return
-    out = console()
-    if not rows:
-        out.print(f"No recorded runs of pipeline {name}.", markup=False)
-        return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in (
-        "STARTED",
-        "TARGET",
-        "MODE",
-        "STATUS",
-        "INS",
-        "UPD",
-        "DEL",
-        "UNCH",
-        "SECONDS",
-        "ERROR",
-    ):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
+    print_listing(
+        rows[:limit],
+        output,
+        to_json=lambda r: r.to_dict(),
+        columns=(
+            "STARTED",
+            "TARGET",
+            "MODE",
+            "STATUS",
+            "INS",
+            "UPD",
+            "DEL",
+            "UNCH",
+            "SECONDS",
+            "ERROR",
+        ),
+        row=lambda r: (
             r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
             r.target,
             r.mode or "",
@@ -281,8 +274,9 @@ def history(
             ),
             f"{r.duration_s:.2f}" if r.duration_s is not None else "",
             Text_(r.error),
-        )
-    out.print(table)
+        ),
+        empty=f"No recorded runs of pipeline {name}.",
+    )
 
 
 def Text_(value: str | None) -> Any:
