@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ematix_flow._declarative._options import NOT_GIVEN, NotGiven
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
 from ematix_flow._errors import (
@@ -148,22 +149,26 @@ def sync(
     target: Any,
     source: Source,
     target_connection: Any,
-    mode: str | None = None,
-    keys: Sequence[str] | None = None,
-    compare_columns: Sequence[str] | None = None,
-    update_columns: Sequence[str] | None = None,
-    event_timestamp_column: str | None = None,
-    ttl: timedelta | None = None,
-    handle_deletes: str | None = None,
-    incremental_column: str | None = None,
+    mode: str | NotGiven | None = NOT_GIVEN,
+    keys: Sequence[str] | NotGiven | None = NOT_GIVEN,
+    compare_columns: Sequence[str] | NotGiven | None = NOT_GIVEN,
+    update_columns: Sequence[str] | NotGiven | None = NOT_GIVEN,
+    event_timestamp_column: str | NotGiven | None = NOT_GIVEN,
+    ttl: timedelta | NotGiven | None = NOT_GIVEN,
+    handle_deletes: str | NotGiven | None = NOT_GIVEN,
+    incremental_column: str | NotGiven | None = NOT_GIVEN,
     force_path: str | None = None,
 ) -> dict[str, Any]:
     """Sync one target from ``source``; returns rows inserted/updated/deleted/unchanged,
     path, batch id, duration and status.
 
-    Options left ``None`` fall back to the table's declared defaults
-    (``@ematix.table(mode=…)``). ``target_connection`` is a connection or a configured
-    connection name.
+    Options not given fall back to the table's declared defaults
+    (``@ematix.table(mode=…, handle_deletes=…)``), then to the engine's. ``None`` is a
+    real value that switches a table default off: ``handle_deletes=None`` keeps rows
+    missing from the source even when the table declares ``handle_deletes="hard"``
+    (``ttl=None``: no expiry; ``keys=None`` / ``compare_columns=None``: inferred).
+    ``mode`` has no "off", so ``mode=None`` means not given. ``target_connection`` is a
+    connection or a configured connection name.
 
     Example::
 
@@ -185,9 +190,11 @@ def sync(
         "handle_deletes": handle_deletes,
         "incremental_column": incremental_column,
     }
+    if given["mode"] is None:
+        given["mode"] = NOT_GIVEN
     for name in _OPTION_DEFAULTS:
-        if given[name] is None and spec.options.get(name) is not None:
-            given[name] = spec.options[name]
+        if given[name] is NOT_GIVEN:
+            given[name] = spec.options.get(name)
     if not isinstance(source, Source):
         raise DefinitionError(
             f"sync(source=...) takes a Source (Source.postgres_query / "

@@ -3,14 +3,17 @@
 
 The same option may be given at three levels; the most specific one wins (spec §3,
 §5): ``ematix.target(...)`` → ``@ematix.pipeline(...)`` → ``@ematix.table(...)``
-defaults → the engine's own default (the option is then not passed at all). ``None``
-means "not given" at every level, as it does for :func:`ematix_flow.pipeline.sync`
-(which itself falls back to the table's defaults for ``None`` options): a level cannot
-switch a table default *off* by passing ``None``.
+defaults → the engine's own default (the option is then not passed at all).
+"Not given" is the sentinel :data:`NOT_GIVEN` (the default of every option keyword),
+as it is for :func:`ematix_flow.pipeline.sync`. ``None`` is a real value that wins like
+any other, so a pipeline can switch a table default *off*: ``handle_deletes=None`` over
+``@ematix.table(handle_deletes="hard")`` keeps rows. ``mode`` has no "off", so
+``mode=None`` counts as not given.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Final
@@ -20,11 +23,32 @@ from ematix_flow._errors import DefinitionError
 __all__ = [
     "HANDLE_DELETES",
     "MODES",
+    "NOT_GIVEN",
     "OPTION_NAMES",
+    "NotGiven",
     "check_combination",
+    "is_given",
     "normalize_option",
     "resolve_options",
 ]
+
+
+class NotGiven(enum.Enum):
+    """The type of :data:`NOT_GIVEN`: an option the caller did not pass.
+
+    ``None`` is a real value for several options (``handle_deletes=None`` keeps rows,
+    ``ttl=None`` never expires, ``keys=None`` infers the keys), so a level can pass
+    ``None`` to switch off a lower level's default; only ``NOT_GIVEN`` falls through.
+    """
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: The default of every per-target option keyword of ``pipeline.sync`` and the decorators.
+NOT_GIVEN: Final = NotGiven.NOT_GIVEN
 
 MODES: Final = ("append", "merge", "scd1", "scd2")
 HANDLE_DELETES: Final = (None, "soft", "hard")
@@ -133,13 +157,19 @@ def check_combination(options: Mapping[str, Any], *, where: str) -> None:
         )
 
 
+def is_given(name: str, value: Any) -> bool:
+    """Whether ``value`` was given for option ``name`` (``None`` counts, but not for mode)."""
+    return value is not NOT_GIVEN and not (name == "mode" and value is None)
+
+
 def resolve_options(*levels: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge option levels, most specific first; ``None`` (not given) falls through."""
+    """Merge option levels, most specific first; an option a level does not give (absent
+    or :data:`NOT_GIVEN`) falls through, while ``None`` is a value and wins."""
     resolved: dict[str, Any] = {}
     for name in OPTION_NAMES:
         for level in levels:
-            value = level.get(name)
-            if value is not None:
+            value = level.get(name, NOT_GIVEN)
+            if is_given(name, value):
                 resolved[name] = value
                 break
     return resolved

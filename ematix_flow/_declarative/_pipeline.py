@@ -36,7 +36,12 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ematix_flow._declarative._options import normalize_option, resolve_options
+from ematix_flow._declarative._options import (
+    NOT_GIVEN,
+    is_given,
+    normalize_option,
+    resolve_options,
+)
 from ematix_flow._declarative._target import Target
 from ematix_flow._errors import DefinitionError
 from ematix_flow.table import ManagedTable
@@ -118,14 +123,14 @@ def pipeline(
     target: type[ManagedTable] | Target | None = None,
     targets: Sequence[Target | type[ManagedTable]] | None = None,
     schedule: str | None = None,
-    mode: Any = None,
-    event_timestamp_column: Any = None,
-    ttl: Any = None,
-    handle_deletes: Any = None,
-    keys: Any = None,
-    compare_columns: Any = None,
-    update_columns: Any = None,
-    incremental_column: Any = None,
+    mode: Any = NOT_GIVEN,
+    event_timestamp_column: Any = NOT_GIVEN,
+    ttl: Any = NOT_GIVEN,
+    handle_deletes: Any = NOT_GIVEN,
+    keys: Any = NOT_GIVEN,
+    compare_columns: Any = NOT_GIVEN,
+    update_columns: Any = NOT_GIVEN,
+    incremental_column: Any = NOT_GIVEN,
     source_connection: str | None = None,
     target_connection: str = "warehouse",
     source_table: str | None = None,
@@ -139,7 +144,9 @@ def pipeline(
     Per-target options (``mode=``, ``keys=``, ``compare_columns=``, ``update_columns=``,
     ``event_timestamp_column=``, ``ttl=``, ``handle_deletes=``, ``incremental_column=``)
     resolve per option: ``ematix.target(...)`` → this decorator → the table's
-    ``@ematix.table(...)`` defaults → the engine's default.
+    ``@ematix.table(...)`` defaults → the engine's default. An option left out falls
+    through; ``None`` is a value (``handle_deletes=None`` switches a table's
+    ``handle_deletes="hard"`` off).
 
     The function takes no parameter (only with ``source_table=``), one ``conn`` (the
     source is read where the target lives, unless ``source_connection=`` says
@@ -179,7 +186,7 @@ def pipeline(
             target=target,
             targets=targets,
             schedule=schedule,
-            options={k: v for k, v in pipeline_kwargs.items() if v is not None},
+            options={k: v for k, v in pipeline_kwargs.items() if is_given(k, v)},
             source_connection=source_connection,
             target_connection=target_connection,
             source_table=source_table,

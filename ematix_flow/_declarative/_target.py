@@ -22,8 +22,11 @@ from datetime import timedelta
 from typing import Any
 
 from ematix_flow._declarative._options import (
+    NOT_GIVEN,
     OPTION_NAMES,
+    NotGiven,
     check_combination,
+    is_given,
     normalize_option,
 )
 from ematix_flow._errors import DefinitionError
@@ -36,19 +39,20 @@ __all__ = ["Target", "target"]
 class Target:
     """A target table plus the options that apply to it alone.
 
-    Options left ``None`` fall through to the pipeline, then the table's defaults.
+    Options not given (:data:`NOT_GIVEN`) fall through to the pipeline, then the table's
+    defaults; ``None`` is a value (``handle_deletes=None`` switches a default off).
     """
 
     table: type[ManagedTable]
-    mode: Any = None
+    mode: Any = NOT_GIVEN
     target_connection: str | None = None
-    event_timestamp_column: Any = None
-    ttl: Any = None
-    handle_deletes: Any = None
-    keys: Any = None
-    compare_columns: Any = None
-    update_columns: Any = None
-    incremental_column: Any = None
+    event_timestamp_column: Any = NOT_GIVEN
+    ttl: Any = NOT_GIVEN
+    handle_deletes: Any = NOT_GIVEN
+    keys: Any = NOT_GIVEN
+    compare_columns: Any = NOT_GIVEN
+    update_columns: Any = NOT_GIVEN
+    incremental_column: Any = NOT_GIVEN
 
     def __post_init__(self) -> None:
         spec = table_spec(self.table)
@@ -63,18 +67,18 @@ class Target:
         given: dict[str, Any] = {}
         for name in OPTION_NAMES:
             value = getattr(self, name)
-            if value is not None:
+            if is_given(name, value):
                 value = normalize_option(name, value, where=where, columns=spec.column_names)
                 object.__setattr__(self, name, value)
                 given[name] = value
         check_combination(given, where=where)
 
     def options(self) -> dict[str, Any]:
-        """The options this target sets itself (``None`` ones left out)."""
+        """The options this target sets itself (those not given left out)."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name in OPTION_NAMES and getattr(self, f.name) is not None
+            if f.name in OPTION_NAMES and is_given(f.name, getattr(self, f.name))
         }
 
 
@@ -84,13 +88,13 @@ def target(
     *,
     mode: str,
     target_connection: str | None = None,
-    event_timestamp_column: str | None = None,
-    ttl: timedelta | None = None,
-    handle_deletes: str | None = None,
-    keys: tuple[str, ...] | None = None,
-    compare_columns: tuple[str, ...] | None = None,
-    update_columns: tuple[str, ...] | None = None,
-    incremental_column: str | None = None,
+    event_timestamp_column: str | NotGiven | None = NOT_GIVEN,
+    ttl: timedelta | NotGiven | None = NOT_GIVEN,
+    handle_deletes: str | NotGiven | None = NOT_GIVEN,
+    keys: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
+    compare_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
+    update_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
+    incremental_column: str | NotGiven | None = NOT_GIVEN,
 ) -> Target:
     """One target of ``@ematix.pipeline(targets=[...])``; ``mode=`` is required.
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import pytest
 
 from ematix_flow import ematix, pk
-from ematix_flow._declarative._options import resolve_options
+from ematix_flow._declarative._options import NOT_GIVEN, resolve_options
 from ematix_flow._errors import DefinitionError
 from ematix_flow.types import BigInt, Text, TimestampTZ
 
@@ -33,7 +33,7 @@ def test_target_keeps_given_options_only() -> None:
     assert t.table is Features
     assert t.target_connection == "alt_warehouse"
     assert t.keys == ("user_id",)
-    assert t.compare_columns is None
+    assert t.compare_columns is NOT_GIVEN
     assert t.options() == {
         "mode": "scd2",
         "keys": ("user_id",),
@@ -44,11 +44,13 @@ def test_target_keeps_given_options_only() -> None:
         t.mode = "append"  # type: ignore[misc]
 
 
-def test_most_specific_level_wins_and_none_falls_through() -> None:
-    t = ematix.target(Features, mode="scd2", handle_deletes=None)
+def test_most_specific_level_wins_and_none_is_a_value() -> None:
+    t = ematix.target(Features, mode="scd2", keys=None)
     pipeline_level = {"mode": "append", "keys": ("user_id",), "handle_deletes": None}
     resolved = resolve_options(t.options(), pipeline_level, Features.__table_options__)
-    assert resolved == {"mode": "scd2", "keys": ("user_id",), "handle_deletes": "hard"}
+    # keys=None (infer) at the target wins; handle_deletes=None at the pipeline switches
+    # the table's handle_deletes="hard" off.
+    assert resolved == {"mode": "scd2", "keys": None, "handle_deletes": None}
 
 
 @pytest.mark.parametrize(
