@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ematix_flow._declarative._options import NOT_GIVEN, NotGiven
@@ -90,6 +90,9 @@ class RunReport:
     #: An error outside any target (the pipeline body raised).
     error: str | None = None
     continue_on_failure: bool = False
+    #: ``flow run-due``: the schedule slot this run serves (re-checked under each
+    #: target's lock, so two overlapping run-due processes run a slot once).
+    due_slot: datetime | None = field(default=None, repr=False, compare=False)
     _warned: set[str] = field(default_factory=set, repr=False)
     #: The exception behind ``error`` (for callers that need its class).
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -263,6 +266,7 @@ def sync(
                 the_plan,
                 dry_run=action == "dry_run",
                 on_step=None if tell is None else lambda s: tell(f"{spec.qualified_name}: {s}"),
+                due_slot=report.due_slot if action == "run" else None,
             )
             if result.plan is not None:
                 _warn(report, result.plan.warnings)
@@ -453,10 +457,16 @@ def _unregister(name: str) -> None:
 
 
 def _invoke(
-    entry: ScheduledPipeline, action: str, progress: Callable[[str], None] | None = None
+    entry: ScheduledPipeline,
+    action: str,
+    progress: Callable[[str], None] | None = None,
+    due_slot: datetime | None = None,
 ) -> RunReport:
     report = RunReport(
-        pipeline=entry.name, action=action, continue_on_failure=entry.continue_on_failure
+        pipeline=entry.name,
+        action=action,
+        continue_on_failure=entry.continue_on_failure,
+        due_slot=due_slot,
     )
     token = _progress.set(progress)
     try:
@@ -485,11 +495,19 @@ async def _await(value: Any) -> Any:
     return await value
 
 
-def run(name: str, *, progress: Callable[[str], None] | None = None) -> RunReport:
+def run(
+    name: str,
+    *,
+    progress: Callable[[str], None] | None = None,
+    due_slot: datetime | None = None,
+) -> RunReport:
     """Run pipeline ``name`` now: every target committed (or failed) on its own.
 
-    ``progress`` is called with a short text before each step (the CLI's spinner)."""
-    return _invoke(get(name), "run", progress)
+    ``progress`` is called with a short text before each step (the CLI's spinner).
+    ``due_slot`` is the schedule slot a ``flow run-due`` found due: a target whose
+    history shows a non-skipped run started at or after it (checked under the target's
+    lock) is recorded as skipped ("already ran for slot …") instead of run again."""
+    return _invoke(get(name), "run", progress, due_slot)
 
 
 def dry_run(name: str) -> RunReport:

@@ -13,6 +13,9 @@ last run is read from ``run_history`` in the pipeline's connections (``connectio
 of ``register``, else the ``default`` connection). However many slots were missed, one
 run catches up. A pipeline with no recorded run is due: its most recent slot is by
 definition within the last schedule interval, and the first run is the initial load.
+"Due" is decided before the run takes its target locks, so the run re-checks it under
+each lock: when another run of the slot committed in between (two overlapping run-due
+processes), the target is recorded ``skipped`` ("already ran for slot …").
 """
 
 from __future__ import annotations
@@ -110,14 +113,16 @@ def _render_report(report: RunReport) -> None:
         out.print(f"pipeline {report.pipeline} synced no target", markup=False)
 
 
-def _run_with_progress(name: str) -> RunReport:
+def _run_with_progress(name: str, due_slot: datetime | None = None) -> RunReport:
     from ematix_flow import pipeline
 
     if not sys.stderr.isatty():
-        return pipeline.run(name)
+        return pipeline.run(name, due_slot=due_slot)
     status = console(stderr=True).status(f"{name}: starting")
     with status:
-        return pipeline.run(name, progress=lambda text: status.update(f"{name}: {text}"))
+        return pipeline.run(
+            name, progress=lambda text: status.update(f"{name}: {text}"), due_slot=due_slot
+        )
 
 
 def _write_summary(report: RunReport) -> None:
@@ -214,7 +219,12 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
         if output is OutputFormat.text:
             out.print(Text(f"{entry.name}: {'due' if is_due else 'not due'} ({reason})"))
         if is_due:
-            report = _run_with_progress(entry.name)
+            from croniter import croniter
+
+            # The run re-checks, under each target's lock, that no other run served
+            # this slot in the meantime (two overlapping run-due processes).
+            slot = croniter(entry.schedule, now).get_prev(datetime)
+            report = _run_with_progress(entry.name, due_slot=slot)
             ok = ok and report.ok
             config_error = config_error or report.configuration_failed
             item["report"] = report.to_dict()

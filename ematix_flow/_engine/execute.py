@@ -3,6 +3,7 @@
 Order inside the target transaction::
 
     pg_try_advisory_xact_lock(pipeline, target)   -- loser: a 'skipped' row, no data touched
+    [run-due: slot already served by another run? -- a 'skipped' row, no data touched]
     set batch id / watermark (transaction-local settings)
     inspect target + describe source, rebuild the plan from those facts
     DDL (schema, table, additive drift, SCD2 index)
@@ -136,13 +137,27 @@ class _Skipped(Exception):
     pass
 
 
+class _AlreadyRan(Exception):
+    def __init__(self, slot: datetime, started: datetime) -> None:
+        super().__init__(slot, started)
+        self.slot = slot
+        self.started = started
+
+
 def execute(
     plan: Plan,
     *,
     dry_run: bool = False,
     on_step: Callable[[str], None] | None = None,
+    due_slot: datetime | None = None,
 ) -> TargetResult:
     """Run ``plan`` (rebuilt from the databases' current facts) in one transaction.
+
+    ``due_slot`` (``flow run-due``): the schedule slot this run serves. Under the
+    target's advisory lock, a non-skipped run of the same pipeline and target that
+    started at or after it means the slot is served already (another ``run-due``
+    decided "due" at the same time and committed first): the run is recorded as
+    ``skipped`` and touches no data.
 
     Example::
 
@@ -171,8 +186,24 @@ def execute(
         tconn = plan.target_conn_obj.open(autocommit=True)
         if not dry_run:
             state.ensure_state(tconn, schema)
-        _run(plan, tconn, result, dry_run=dry_run, batch_id=batch_id, where=where, on_step=on_step)
+        _run(
+            plan,
+            tconn,
+            result,
+            dry_run=dry_run,
+            batch_id=batch_id,
+            where=where,
+            on_step=on_step,
+            due_slot=due_slot,
+        )
         result.status = "succeeded"
+    except _AlreadyRan as ran:
+        result.status = "skipped"
+        result.error = (
+            f"already ran for slot {ran.slot.isoformat()}: a run of pipeline {plan.pipeline} "
+            f"into target {plan.target} started at {ran.started.isoformat()}; this run did "
+            "not touch it"
+        )
     except _Skipped:
         result.status = "skipped"
         result.error = (
@@ -235,6 +266,7 @@ def _run(
     batch_id: str,
     where: str,
     on_step: Callable[[str], None] | None,
+    due_slot: datetime | None = None,
 ) -> None:
     options = plan.options
     started = datetime.now(UTC)
@@ -248,6 +280,14 @@ def _run(
             ).fetchone()
             if not (got and got[0]):
                 raise _Skipped
+            if due_slot is not None and not dry_run:
+                # Decided "due" before taking the lock; re-checked now that no other run
+                # of this target can commit until we are done.
+                ran = state.read_run_since(
+                    conn, plan.state_schema, plan.pipeline, plan.target, due_slot
+                )
+                if ran is not None:
+                    raise _AlreadyRan(due_slot, ran)
             conn.execute("SELECT set_config('ematix_flow.batch_id', %s, true)", (batch_id,))
             if dry_run:
                 # A dry run leaves no trace, not even the state schema of a first run: it

@@ -196,3 +196,22 @@ def read_last_run(conn: psycopg.Connection[Any], schema: str, pipeline: str) -> 
         (pipeline,),
     ).fetchone()
     return None if row is None else row[0]
+
+
+def read_run_since(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str, target: str, since: datetime
+) -> datetime | None:
+    """Start time of the earliest non-skipped run of ``pipeline`` into ``target`` that
+    started at or after ``since`` (a schedule slot), or ``None``.
+
+    Read under the target's advisory lock, it tells a ``run-due`` that decided "due"
+    before another run of the same slot committed that the slot is already served.
+    """
+    row = conn.execute(
+        sql.SQL(
+            "SELECT min(started_at) FROM {}.run_history WHERE pipeline = %s AND target = %s "
+            "AND status <> 'skipped' AND started_at >= %s"
+        ).format(sql.Identifier(schema)),
+        (pipeline, target, since),
+    ).fetchone()
+    return None if row is None else row[0]
