@@ -171,17 +171,41 @@ class SqlContext:
             )
         return sql.SQL("(SELECT {} FROM src) AS s").format(sql.SQL(", ").join(items))
 
+    def source_rescan_stats(self) -> sql.Composable:
+        """The same one row as :meth:`source_stats`, read from the source relation
+        itself rather than from the ``src`` CTE.
+
+        A CTE referenced twice is materialized: every source row is written to a
+        tuplestore (spilling to disk past ``work_mem``) before the upsert reads it. With
+        ``src`` referenced once, PostgreSQL inlines it into the upsert, and this second,
+        independent scan only counts (no casts, no row hash). Both are parts of one
+        statement, so they read one snapshot and the counts agree.
+        """
+        items: list[sql.Composable] = [sql.SQL("count(*) AS source_rows")]
+        if self.incremental_column:
+            col = self.table.column(self.incremental_column)
+            items.append(
+                sql.SQL("max(CAST({} AS {}))::text AS watermark").format(
+                    sql.Identifier("q", col.name), sql.SQL(cast_type(col))
+                )
+            )
+        return sql.SQL("(SELECT {} FROM {}) AS s").format(
+            sql.SQL(", ").join(items), self.source_relation()
+        )
+
 
 def counts_select(ctx: SqlContext, measures: dict[str, sql.Composable]) -> sql.Composable:
     """The closing ``SELECT`` of a data statement: one row of named counts.
 
-    Counting the source rows makes PostgreSQL materialize ``src`` (it is then read
-    twice), which costs ~20% of a merge; the cross-DB path knows the count from its
-    COPY, so it only reads ``src`` again when it needs the new watermark."""
+    The source rows are counted by a second scan of the source relation
+    (:meth:`SqlContext.source_rescan_stats`), not from ``src``: reading ``src`` twice
+    would make PostgreSQL materialize it, which made a same-DB merge of 1M rows 1.8×
+    the bare upsert. The cross-DB path knows the count from its COPY, so it only scans
+    the stage again when it needs the new watermark."""
     items = [
         sql.SQL("{} AS {}").format(expr, sql.Identifier(name)) for name, expr in measures.items()
     ]
     if ctx.path == "cross_db" and not ctx.incremental_column:
         return sql.SQL("SELECT {}").format(sql.SQL(", ").join(items))
     items.append(sql.SQL("s.*"))
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), ctx.source_stats())
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(items), ctx.source_rescan_stats())
