@@ -80,9 +80,16 @@ _progress: ContextVar[Callable[[str], None] | None] = ContextVar(
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class RunReport:
-    """The outcome of one run / dry-run / preview of a pipeline."""
+    """The outcome of one run / dry-run / preview of a pipeline.
+
+    Printed, or shown in a REPL or notebook, it explains itself in plain text
+    (:meth:`explain`): per target the decisions with their reasons, the table with the
+    framework's columns marked, drift, watermark and the SQL plan — spec §3.5's
+    "preview() shows the plan" for Python users; ``flow preview`` draws the same facts
+    with colour.
+    """
 
     pipeline: str
     action: str
@@ -117,6 +124,112 @@ class RunReport:
             "error": self.error,
             "targets": [r.to_dict(stable=stable) for r in self.results],
         }
+
+    def explain(self, *, verbose: bool | None = None) -> str:
+        """A plain-text explanation: the full plan of each target (``verbose``, the
+        default for one target), or one line per target (the default for several).
+
+        Example::
+
+            print(customer_sync.preview().explain(verbose=True))
+        """
+        return _explain(self, verbose=len(self.results) <= 1 if verbose is None else verbose)
+
+    def __str__(self) -> str:
+        return self.explain()
+
+    def __repr__(self) -> str:
+        return self.explain()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython / Jupyter: show the explanation, not the fields."""
+        printer.text(f"RunReport({self.pipeline!r})" if cycle else self.explain())
+
+
+# --- the plain-text explanation of a report ---------------------------------------------
+#
+# Built here, from ``Plan.to_dict()``, because this layer may not import the rich
+# renderer of ``ematix_flow._preview`` (the front end); no colour, no dependency, and
+# the same facts, so what ``print(report)`` says and what ``flow preview`` draws agree.
+
+_ACTION_TITLE = {"run": "run", "dry_run": "dry run (rolled back)", "preview": "preview"}
+_MARK = {"succeeded": "✓", "planned": "✓", "skipped": "–", "failed": "✗"}
+
+
+def _explain(report: RunReport, *, verbose: bool) -> str:
+    from ematix_flow._core import redact_dsn
+
+    n = len(report.results)
+    status = "ok" if report.ok else "FAILED"
+    lines = [
+        f"{report.pipeline}   {_ACTION_TITLE.get(report.action, report.action)}   "
+        f"targets: {n}   {status}"
+    ]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for i, result in enumerate(report.results):
+        if verbose or i == 0:
+            lines.append("")
+        lines.extend(_target_lines(result, verbose=verbose, dry=report.action == "dry_run"))
+    if n > 1 and not verbose:
+        lines += ["", "  .explain(verbose=True) for the plan of each target"]
+    return redact_dsn("\n".join(lines))
+
+
+def _target_lines(result: TargetResult, *, verbose: bool, dry: bool) -> list[str]:
+    plan_ = result.plan.to_dict() if result.plan is not None else None
+    keys = "(" + ", ".join(plan_["keys"]) + ")" if plan_ and plan_["keys"] else "—"
+    head = (
+        f"  {_MARK.get(result.status, '?')} {result.target}   mode={result.mode}   "
+        f"keys={keys}   path={result.path or '—'}   {result.status}"
+    )
+    lines = [head]
+    if result.error:
+        where = f" (in step {result.failed_step!r})" if result.failed_step else ""
+        lines.append(f"    error{where}: {result.error}")
+    if result.status in ("succeeded", "skipped") or (dry and result.status != "planned"):
+        lines.append(
+            f"    rows: inserted {result.rows_inserted}, updated {result.rows_updated}, "
+            f"deleted {result.rows_deleted}, unchanged {result.rows_unchanged}"
+        )
+    if not verbose or plan_ is None:
+        return lines
+    lines.append("    decisions:")
+    for d in plan_["decisions"]:
+        value = d["value"]
+        shown = "(" + ", ".join(map(str, value)) + ")" if isinstance(value, list) else value
+        lines.append(f"      {d['topic']}: {shown}   {d['reason']}")
+    exists = {True: "exists", False: "will be created", None: "unknown"}[plan_["table_exists"]]
+    lines.append(f"    table {plan_['target']} ({exists}); + marks a column the framework adds:")
+    for c in plan_["columns"]:
+        null = "" if c["nullable"] else " NOT NULL"
+        lines.append(f"      {'+' if c['framework'] else ' '} {c['name']} {c['type']}{null}")
+    for d in plan_["drift"]:
+        lines.append(f"    drift: {', '.join(f'{k}={v}' for k, v in d.items())}")
+    if plan_["incremental_column"]:
+        wm = plan_["watermark_before"] or "none stored (full read)"
+        lines.append(f"    watermark on {plan_['incremental_column']}: {wm}")
+    for w in plan_["warnings"]:
+        lines.append(f"    warning: {w}")
+    for p in plan_["problems"]:
+        lines.append(f"    problem ({p['kind']}): {p['message']}")
+    for u in plan_["unknown"]:
+        lines.append(f"    unknown: {u}")
+    rows_by_label = {s.label: s.rows for s in result.steps}
+    lines.append(f"    SQL plan ({len(plan_['steps'])} statements):")
+    for i, step in enumerate(plan_["steps"], 1):
+        label = step["label"]
+        affected = ""
+        rows = rows_by_label.get(label)
+        if dry and rows is not None:
+            if isinstance(rows, dict):
+                rows = ", ".join(f"{k} {v}" for k, v in rows.items())
+            affected = f"   → rows: {rows}"
+        lines.append(f"      {i}. {label} [{step['kind']}]{affected}")
+        if step["note"]:
+            lines.append(f"         -- {step['note']}")
+        lines.extend(f"         {text}" for text in step["sql"].splitlines())
+    return lines
 
 
 def current_action() -> str:
