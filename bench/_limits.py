@@ -4,6 +4,9 @@
   from the source database into a temporary stage in the target database (COPY data
   coalesced into ~128 KiB writes), then one ``INSERT … ON CONFLICT … DO UPDATE … WHERE
   … IS DISTINCT FROM``, one transaction.
+- :func:`hand_merge` — the floor of a same-DB merge: the bare ``INSERT … SELECT … ON
+  CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM`` from the source table, one
+  statement.
 - :func:`hand_scd2` — hand-written same-DB SCD2: md5 row hash of the compared columns,
   one UPDATE closing changed current versions, one INSERT of new versions (changed and
   new keys; anti-join by ``NOT EXISTS``), one transaction.
@@ -26,6 +29,7 @@ __all__ = [
     "copy_merge",
     "create_limit_merge_target",
     "create_limit_scd2_target",
+    "hand_merge",
     "hand_scd2",
 ]
 
@@ -85,6 +89,20 @@ def copy_merge(source_url: str, target_url: str, table: str) -> LimitTiming:
     return LimitTiming(
         t2 - t0, phases=(("copy", t1 - t0), ("upsert", t2 - t1)), rows_written=written
     )
+
+
+def hand_merge(target_url: str, table: str) -> LimitTiming:
+    """Same-DB merge from ``public.items`` into ``bench.<table>``: one bare upsert."""
+    t0 = time.perf_counter()
+    with psycopg.connect(target_url) as tgt:
+        with tgt.transaction():
+            written = tgt.execute(
+                f"INSERT INTO bench.{table} AS t ({_COLS}) {SOURCE_QUERY} "
+                f"ON CONFLICT (id) DO UPDATE SET {_SETS} "
+                f"WHERE ({_T_NON_KEY}) IS DISTINCT FROM ({_X_NON_KEY})"
+            ).rowcount
+        t1 = time.perf_counter()
+    return LimitTiming(t1 - t0, phases=(("upsert", t1 - t0),), rows_written=written)
 
 
 def create_limit_scd2_target(tgt: psycopg.Connection, table: str) -> None:

@@ -17,6 +17,8 @@ a 6-column table in SQL in both, and measures, as medians of ``--repeat`` runs:
 (b) our cross-DB ``merge`` (``pipeline.sync``) doing the same two loads;
 (c) our same-DB ``scd2``, initial and 10%-changed, against hand-written set-based SQL
     (md5 row hash; UPDATE close + INSERT new);
+(c') our same-DB ``merge``, initial and 10%-changed, against the bare
+    ``INSERT … SELECT … ON CONFLICT … WHERE … IS DISTINCT FROM``;
 (d) our process's peak RSS (``VmHWM``) for a cross-DB merge at N and at 5N rows.
 
 Each engine operation runs in a fresh subprocess (:mod:`bench._worker`), timed around
@@ -273,6 +275,42 @@ def run_bench(
             current = _count(tgt_url, "bench.items_scd2", "is_current")
             _check(current == rows, f"engine scd2 has {current} current rows, expected {rows}")
 
+        # (c') same-DB merge (source public.items in the target database); the re-syncs
+        # use change rounds after scd2's, so each changes 10% against the caught-up target
+        for phase in ("initial", "changed"):
+            for i in range(repeat):
+                if phase == "initial":
+                    with _admin(tgt_url) as conn:
+                        _limits.create_limit_merge_target(conn, "limit_merge_same")
+                    _settle(tgt_url)
+                else:
+                    with _admin(tgt_url) as conn:
+                        changed_rows = change_ten_percent(conn, repeat + i + 1)
+                    _settle(tgt_url, "bench.limit_merge_same", "bench.items_merge_same")
+                t = _limits.hand_merge(tgt_url, "limit_merge_same")
+                sample(f"limit_merge_same_{phase}", t.seconds, {"phases": dict(t.phases)})
+                log(f"bare upsert {phase} {i + 1}/{repeat}: {t.seconds:.2f}s")
+                if limits_only:
+                    continue
+                if phase == "initial":
+                    _drop(tgt_url, "bench.items_merge_same")
+                    _settle(tgt_url)
+                else:
+                    _settle(tgt_url, "bench.items_merge_same")
+                r = engine(
+                    "merge", "items_merge_same", tgt_url, SOURCE_QUERY, f"merge_same_{phase}_{i}"
+                )
+                sample(f"merge_same_{phase}", r["seconds"], r)
+                log(f"engine same-DB merge {phase} {i + 1}/{repeat}: {r['seconds']:.2f}s")
+        if not limits_only:
+            diff = _differences(
+                tgt_url, "bench.items_merge_same", "bench.limit_merge_same", COLUMNS
+            )
+            _check(
+                diff == 0,
+                f"engine same-DB merge target differs from the bare upsert's by {diff} rows",
+            )
+
         # (d) peak RSS of a cross-DB merge at N and at 5N (a generated source query)
         if not limits_only:
             for label, n in (("n", rows), ("5n", rss_factor * rows)):
@@ -317,6 +355,22 @@ def _comparisons(m: dict[str, Measured], rows: int, factor: int) -> list[dict[st
         ("cross-DB merge, 10% re-sync", "merge_resync", "limit_merge_resync", pipe, "merge", "s"),
         ("same-DB scd2, initial", "scd2_initial", "limit_scd2_initial", hand, "scd2", "s"),
         ("same-DB scd2, 10% changed", "scd2_changed", "limit_scd2_changed", hand, "scd2", "s"),
+        (
+            "same-DB merge, initial",
+            "merge_same_initial",
+            "limit_merge_same_initial",
+            "bare upsert",
+            "merge",
+            "s",
+        ),
+        (
+            "same-DB merge, 10% changed",
+            "merge_same_changed",
+            "limit_merge_same_changed",
+            "bare upsert",
+            "merge",
+            "s",
+        ),
         (f"peak RSS, merge of {factor}N", "rss_5n", "rss_n", f"at N = {rows:,}", "rss", "MiB"),
     ]
     out = []
@@ -374,7 +428,14 @@ def format_table(report: dict[str, Any]) -> str:
             split = [d.get("phases", {}) for d in ms[key]["details"]]
             avg = {p: statistics.median(s[p] for s in split) for p in split[0]}
             phases.append(f"{key}: " + ", ".join(f"{p} {v:.2f} s" for p, v in avg.items()))
-    for key in ("merge_initial", "merge_resync", "scd2_initial", "scd2_changed"):
+    for key in (
+        "merge_initial",
+        "merge_resync",
+        "scd2_initial",
+        "scd2_changed",
+        "merge_same_initial",
+        "merge_same_changed",
+    ):
         if key in ms:
             runs = [d.get("steps", []) for d in ms[key]["details"]]
             labels = [label for label, _ in runs[0]]

@@ -30,6 +30,8 @@ def test_bench_runs_at_tiny_n(
         "cross-DB merge, 10% re-sync",
         "same-DB scd2, initial",
         "same-DB scd2, 10% changed",
+        "same-DB merge, initial",
+        "same-DB merge, 10% changed",
         "peak RSS, merge of 5N",
     ]
     for c in report["comparisons"]:
@@ -39,6 +41,8 @@ def test_bench_runs_at_tiny_n(
     assert ms["merge_initial"]["details"][0]["result"]["rows_inserted"] == 400
     assert ms["merge_resync"]["details"][0]["result"]["rows_updated"] == 40
     assert ms["scd2_changed"]["details"][0]["result"]["rows_updated"] == 40
+    same = ms["merge_same_changed"]["details"][0]["result"]
+    assert (same["rows_updated"], same["rows_unchanged"]) == (40, 360)
     printed = capsys.readouterr().out
     assert printed.strip() == format_table(report).strip()
     assert json.loads(out.read_text())["comparisons"] == json.loads(
