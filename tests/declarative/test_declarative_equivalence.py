@@ -1,13 +1,10 @@
 """The spec's side-by-side examples: the decorator form (§2, §4 "After") plans exactly the
 SQL the imperative form (§1, §4 "Today") plans, and runs to the same rows.
 
-The examples are the spec's, from ``tests/spec_examples``. One departure from the
-spec's text: the decorated forms below are given ``compare_columns=``.
-The spec's "Today" forms compare the non-key columns *except* the
-``event_timestamp_column`` (§1: email, name — not last_seen), while the engine's default
-today is every non-key declared column, timestamp included. Which columns are compared
-by default is the engine's decision (``_engine/plan.py``), so the decorator passes it
-on unchanged rather than inventing a default the preview would then misreport.
+The examples are the spec's, from ``tests/spec_examples``, as written: the "Today"
+forms pass ``compare_columns=`` explicitly (§1: email, name — not last_seen), the
+decorated forms infer them (scd2's default compare columns are the non-key columns
+except the ``event_timestamp_column``), and both plan the same SQL.
 """
 
 from __future__ import annotations
@@ -83,8 +80,7 @@ def test_section_2_plans_and_runs_like_section_1(named: Any) -> None:
     today = comparable(pipeline.preview("customer_sync"))
     pipeline._unregister("customer_sync")
 
-    # compare_columns=: see the module docstring
-    customer_sync = load(with_options(SECTION_2, compare_columns=("email", "name"))).customer_sync
+    customer_sync = load(SECTION_2).customer_sync
 
     after = comparable(customer_sync.preview())
     assert differing(after, today) == []
@@ -128,11 +124,8 @@ def test_section_4_after_plans_like_today(named: Any) -> None:
     today = comparable(pipeline.preview("user_purchase_features_sync"))
     pipeline._unregister("user_purchase_features_sync")
 
-    after_form = with_options(
-        SECTION_4_AFTER,
-        compare_columns=("total_spend", "order_count", "is_subscriber"),  # see the docstring
-        name="user_purchase_features_sync",
-    )
+    # The §4 forms name their pipelines differently; the comparison needs one name.
+    after_form = with_options(SECTION_4_AFTER, name="user_purchase_features_sync")
     sync_user_purchase_features = load(after_form).sync_user_purchase_features
 
     after = comparable(sync_user_purchase_features.preview())
