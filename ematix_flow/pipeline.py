@@ -187,7 +187,7 @@ def _target_lines(result: TargetResult, *, verbose: bool, dry: bool) -> list[str
     if result.error:
         where = f" (in step {result.failed_step!r})" if result.failed_step else ""
         lines.append(f"    error{where}: {result.error}")
-    if result.status in ("succeeded", "skipped") or (dry and result.status != "planned"):
+    if result.status == "succeeded":
         lines.append(
             f"    rows: inserted {result.rows_inserted}, updated {result.rows_updated}, "
             f"deleted {result.rows_deleted}, unchanged {result.rows_unchanged}"

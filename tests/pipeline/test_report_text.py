@@ -136,3 +136,16 @@ def test_dry_run_prints_the_rows_each_statement_would_affect(
     with dbs.connect("warehouse") as c:
         found = c.execute("SELECT to_regclass('warehouse.customer_dim')").fetchone()
     assert found == (None,)
+
+
+@pytest.mark.db
+def test_a_failed_target_prints_its_error(
+    dbs: Any, names: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMATIX_FLOW_DSN_WAREHOUSE", dbs.warehouse_url)
+    customer_sync = declare(names, target=CustomerDim, mode="merge")  # source.users is missing
+    lines = str(customer_sync.dry_run()).splitlines()
+    assert lines[0].endswith("targets: 1   FAILED")
+    assert lines[2].startswith("  ✗ warehouse.customer_dim   mode=merge")
+    assert lines[3].startswith("    error") and 'relation "source.users" does not exist' in lines[3]
+    assert not any(line.startswith("    rows: ") for line in lines)
