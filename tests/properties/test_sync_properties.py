@@ -101,19 +101,24 @@ class KeyedModel:
 
 @dataclass
 class Scd2Model:
-    """scd2: per key, the list of versions' values and whether the last is current."""
+    """scd2: per key, the list of versions' values and whether the last is current.
+
+    With an event time (``ts``), ``ts`` is not compared (the default compare columns
+    leave out ``event_timestamp_column``): a new ``ts`` alone is not a new version."""
 
     handle_deletes: str | None
+    event_time: bool = False
     versions: dict[int, list[Values]] = field(default_factory=dict)
     current: set[int] = field(default_factory=set)
 
     def apply(self, snap: Snapshot) -> Counts:
         """Apply one snapshot; return the (inserted, updated, deleted) it should report."""
         ins = upd = dele = 0
+        compared = slice(0, 2) if self.event_time else slice(None)
         for k, v in snap.items():
             history = self.versions.setdefault(k, [])
             if k in self.current:
-                if history[-1] == v:
+                if history[-1][compared] == v[compared]:
                     continue
                 upd += 1
             else:
@@ -256,7 +261,9 @@ def _run_sequence(
     dbs: Any, mode: str, path: str, handle: str | None, event_time: bool, steps: list
 ) -> None:
     case = Case(dbs, mode=mode, path=path, handle_deletes=handle, event_time=event_time)
-    model: KeyedModel | Scd2Model = Scd2Model(handle) if mode == "scd2" else KeyedModel(handle)
+    model: KeyedModel | Scd2Model = (
+        Scd2Model(handle, event_time=event_time) if mode == "scd2" else KeyedModel(handle)
+    )
     rows: list[dict[str, Any]] = []
     for snap in steps:
         case.load(snap)
