@@ -109,6 +109,15 @@ class RunReport:
         return self.error is None and all(r.ok for r in self.results)
 
     @property
+    def failed(self) -> bool:
+        """An error, or a target that failed. A target *skipped* because another run
+        held its lock or had already served its slot is not a failure: ``flow run-due``,
+        called every minute, exits 0 for it (``flow run`` still requires ``ok``)."""
+        return self.error is not None or any(
+            not r.ok and r.status != "skipped" for r in self.results
+        )
+
+    @property
     def configuration_failed(self) -> bool:
         """A connection or setting was wrong (retrying will not help): the CLI exits
         CONFIG_ERROR instead of RUN_FAILED."""

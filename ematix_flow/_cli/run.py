@@ -225,7 +225,7 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
             # this slot in the meantime (two overlapping run-due processes).
             slot = croniter(entry.schedule, now).get_prev(datetime)
             report = _run_with_progress(entry.name, due_slot=slot)
-            ok = ok and report.ok
+            ok = ok and not report.failed
             config_error = config_error or report.configuration_failed
             item["report"] = report.to_dict()
             if output is OutputFormat.text:

@@ -204,7 +204,8 @@ def test_overlapping_run_due_one_writer_per_target(dbs: Any, project: Path) -> N
     # By the time the first reached refunds_log, its slot had been served: not due.
     assert statuses(items1) == {"orders_log": "succeeded", "refunds_log": None}
     assert [i["due"] for i in items1] == [True, False]
-    assert (code1, code2, code3) == (0, 1, 1)
+    # A target skipped because another run-due holds it is not a failure.
+    assert (code1, code2, code3) == (0, 0, 0)
     with dbs.connect("warehouse") as conn:
         for table in ("orders_log", "refunds_log"):
             ids = [r[0] for r in conn.execute(f"SELECT id FROM wh.{table} ORDER BY id")]
