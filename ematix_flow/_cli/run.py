@@ -191,7 +191,10 @@ def due(entry: ScheduledPipeline, now: datetime) -> tuple[bool, str]:
 
 
 def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
-    """Run every pipeline whose schedule came due since its last recorded run."""
+    """Run every pipeline whose schedule came due since its last recorded run.
+
+    Exits 0 unless something failed: a target skipped because another run holds it,
+    or already served its slot, is not a failure."""
     from rich.text import Text
 
     from ematix_flow import pipeline
