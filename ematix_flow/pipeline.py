@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ematix_flow._declarative._options import NOT_GIVEN, NotGiven
+from ematix_flow._declarative._options import NOT_GIVEN, OPTION_NAMES, NotGiven
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
 from ematix_flow._errors import (
@@ -257,18 +257,6 @@ def _running(report: RunReport) -> Iterator[RunReport]:
         _report.reset(r)
 
 
-_OPTION_DEFAULTS = (
-    "mode",
-    "keys",
-    "compare_columns",
-    "update_columns",
-    "event_timestamp_column",
-    "ttl",
-    "handle_deletes",
-    "incremental_column",
-)
-
-
 def sync(
     *,
     target: Any,
@@ -317,7 +305,7 @@ def sync(
     }
     if given["mode"] is None:
         given["mode"] = NOT_GIVEN
-    for name in _OPTION_DEFAULTS:
+    for name in OPTION_NAMES:
         if given[name] is NOT_GIVEN:
             given[name] = spec.options.get(name)
     if not isinstance(source, Source):
