@@ -118,21 +118,24 @@ SELECT i,
 FROM generate_series(1, %(users)s) AS i
 """
 
-# A month of purchases (October 2026); a few users buy a lot, most buy a little
-# (power-law pick of the user).
+# ``rows`` purchases spread over ``days`` days from ``start``, numbered on from the
+# largest purchase id there is; a few users buy a lot, most buy a little (power-law
+# pick of the user). First a month of them (October 2026), later two more days.
 _PURCHASES = """
 INSERT INTO events.purchases
-SELECT g.i, g.user_id, g.event_ts, g.amount, u.is_subscriber, g.product
+SELECT coalesce(max_id.m, 0) + g.i, g.user_id, g.event_ts, g.amount, u.is_subscriber,
+       g.product
 FROM (
     SELECT i,
            1 + floor(power(random(), 2) * %(users)s)::bigint AS user_id,
-           timestamptz '2026-10-01 00:00+00' + random() * interval '30 days' AS event_ts,
+           %(start)s::timestamptz + random() * %(days)s * interval '1 day' AS event_ts,
            round((5 + random() * 195)::numeric, 2) AS amount,
            (ARRAY['book','course','ticket','subscription','gift card','hardware'])
                [1 + floor(random() * 6)::int] AS product
     FROM generate_series(1, %(rows)s) AS i
 ) AS g
 JOIN app.users AS u ON u.id = g.user_id
+CROSS JOIN (SELECT max(purchase_id) AS m FROM events.purchases) AS max_id
 """
 
 
@@ -144,7 +147,10 @@ def generate_source(oltp_url: str, *, rows: int) -> tuple[int, int]:
         conn.execute(_SCHEMA)
         conn.execute("SELECT setseed(0.42)")
         conn.execute(_USERS, {"users": users})
-        conn.execute(_PURCHASES, {"users": users, "rows": rows})
+        conn.execute(
+            _PURCHASES,
+            {"users": users, "rows": rows, "start": "2026-10-01 00:00+00", "days": 30},
+        )
         conn.execute("ANALYZE")
         counts = conn.execute(
             "SELECT (SELECT count(*) FROM app.users), (SELECT count(*) FROM events.purchases)"
@@ -182,21 +188,6 @@ FROM (SELECT user_id, max(event_ts) AS event_ts
 JOIN app.users AS u ON u.id = last.user_id
 CROSS JOIN (SELECT max(purchase_id) AS m FROM events.purchases) AS max_id
 """
-_NEW_DAY_PURCHASES = """
-INSERT INTO events.purchases
-SELECT max_id.m + g.i, g.user_id, g.event_ts, g.amount, u.is_subscriber, g.product
-FROM (
-    SELECT i,
-           1 + floor(power(random(), 2) * %(users)s)::bigint AS user_id,
-           timestamptz '2026-10-31 00:00+00' + random() * interval '2 days' AS event_ts,
-           round((5 + random() * 195)::numeric, 2) AS amount,
-           (ARRAY['book','course','ticket','subscription','gift card','hardware'])
-               [1 + floor(random() * 6)::int] AS product
-    FROM generate_series(1, %(rows)s) AS i
-) AS g
-JOIN app.users AS u ON u.id = g.user_id
-CROSS JOIN (SELECT max(purchase_id) AS m FROM events.purchases) AS max_id
-"""
 
 
 def change_source(oltp_url: str) -> SourceChanges:
@@ -212,7 +203,13 @@ def change_source(oltp_url: str) -> SourceChanges:
         deleted_users = conn.execute(_DELETE_USERS).rowcount
         added = conn.execute(_SAME_DAY_PURCHASES).rowcount
         added += conn.execute(
-            _NEW_DAY_PURCHASES, {"users": users, "rows": max(10, purchases // 15)}
+            _PURCHASES,
+            {
+                "users": users,
+                "rows": max(10, purchases // 15),
+                "start": "2026-10-31 00:00+00",
+                "days": 2,
+            },
         ).rowcount
         conn.execute("ANALYZE")
     return SourceChanges(
