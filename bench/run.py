@@ -188,6 +188,48 @@ def run_bench(
             spec["profile"] = str(Path(profile_dir) / f"{label}.prof")
         return run_engine(spec)
 
+    def same_db_rounds(
+        mode: str,
+        table: str,
+        limit: str,
+        *,
+        create_limit: Callable[[psycopg.Connection[Any], str], None],
+        hand: Callable[[str, str], _limits.LimitTiming],
+        hand_label: str,
+        engine_label: str,
+        rounds_before: int,
+    ) -> int:
+        """The initial load and the 10%-changed re-syncs of a same-DB ``mode`` (source
+        public.items in the target database): the hand-written SQL into ``bench.limit``,
+        then the engine into ``bench.table``. Returns the rows the last change round
+        changed; the change rounds are numbered on after ``rounds_before``."""
+        key = table.removeprefix("items_")
+        changed = 0
+        for phase in ("initial", "changed"):
+            for i in range(repeat):
+                if phase == "initial":
+                    with _admin(tgt_url) as conn:
+                        create_limit(conn, limit)
+                    _settle(tgt_url)
+                else:
+                    with _admin(tgt_url) as conn:
+                        changed = change_ten_percent(conn, rounds_before + i + 1)
+                    _settle(tgt_url, f"bench.{limit}", f"bench.{table}")
+                t = hand(tgt_url, limit)
+                sample(f"{limit}_{phase}", t.seconds, {"phases": dict(t.phases)})
+                log(f"{hand_label} {phase} {i + 1}/{repeat}: {t.seconds:.2f}s {_fmt(t.phases)}")
+                if limits_only:
+                    continue
+                if phase == "initial":
+                    _drop(tgt_url, f"bench.{table}")
+                    _settle(tgt_url)
+                else:
+                    _settle(tgt_url, f"bench.{table}")
+                r = engine(mode, table, tgt_url, SOURCE_QUERY, f"{key}_{phase}_{i}")
+                sample(f"{key}_{phase}", r["seconds"], r)
+                log(f"{engine_label} {phase} {i + 1}/{repeat}: {r['seconds']:.2f}s")
+        return changed
+
     changed_rows = 0
     try:
         log(f"generating {rows:,} rows in the source and target databases")
@@ -243,29 +285,16 @@ def run_bench(
             )
 
         # (c) same-DB scd2 (source public.items in the target database)
-        for phase in ("initial", "changed"):
-            for i in range(repeat):
-                if phase == "initial":
-                    with _admin(tgt_url) as conn:
-                        _limits.create_limit_scd2_target(conn, "limit_scd2")
-                    _settle(tgt_url)
-                else:
-                    with _admin(tgt_url) as conn:
-                        changed_rows = change_ten_percent(conn, i + 1)
-                    _settle(tgt_url, "bench.limit_scd2", "bench.items_scd2")
-                t = _limits.hand_scd2(tgt_url, "limit_scd2")
-                sample(f"limit_scd2_{phase}", t.seconds, {"phases": dict(t.phases)})
-                log(f"hand scd2 {phase} {i + 1}/{repeat}: {t.seconds:.2f}s {_fmt(t.phases)}")
-                if limits_only:
-                    continue
-                if phase == "initial":
-                    _drop(tgt_url, "bench.items_scd2")
-                    _settle(tgt_url)
-                else:
-                    _settle(tgt_url, "bench.items_scd2")
-                r = engine("scd2", "items_scd2", tgt_url, SOURCE_QUERY, f"scd2_{phase}_{i}")
-                sample(f"scd2_{phase}", r["seconds"], r)
-                log(f"engine scd2 {phase} {i + 1}/{repeat}: {r['seconds']:.2f}s")
+        same_db_rounds(
+            "scd2",
+            "items_scd2",
+            "limit_scd2",
+            create_limit=_limits.create_limit_scd2_target,
+            hand=_limits.hand_scd2,
+            hand_label="hand scd2",
+            engine_label="engine scd2",
+            rounds_before=0,
+        )
         if not limits_only:
             cols = [*COLUMNS, "is_current"]
             diff = _differences(tgt_url, "bench.items_scd2", "bench.limit_scd2", cols)
@@ -277,31 +306,16 @@ def run_bench(
 
         # (c') same-DB merge (source public.items in the target database); the re-syncs
         # use change rounds after scd2's, so each changes 10% against the caught-up target
-        for phase in ("initial", "changed"):
-            for i in range(repeat):
-                if phase == "initial":
-                    with _admin(tgt_url) as conn:
-                        _limits.create_limit_merge_target(conn, "limit_merge_same")
-                    _settle(tgt_url)
-                else:
-                    with _admin(tgt_url) as conn:
-                        changed_rows = change_ten_percent(conn, repeat + i + 1)
-                    _settle(tgt_url, "bench.limit_merge_same", "bench.items_merge_same")
-                t = _limits.hand_merge(tgt_url, "limit_merge_same")
-                sample(f"limit_merge_same_{phase}", t.seconds, {"phases": dict(t.phases)})
-                log(f"bare upsert {phase} {i + 1}/{repeat}: {t.seconds:.2f}s")
-                if limits_only:
-                    continue
-                if phase == "initial":
-                    _drop(tgt_url, "bench.items_merge_same")
-                    _settle(tgt_url)
-                else:
-                    _settle(tgt_url, "bench.items_merge_same")
-                r = engine(
-                    "merge", "items_merge_same", tgt_url, SOURCE_QUERY, f"merge_same_{phase}_{i}"
-                )
-                sample(f"merge_same_{phase}", r["seconds"], r)
-                log(f"engine same-DB merge {phase} {i + 1}/{repeat}: {r['seconds']:.2f}s")
+        changed_rows = same_db_rounds(
+            "merge",
+            "items_merge_same",
+            "limit_merge_same",
+            create_limit=_limits.create_limit_merge_target,
+            hand=_limits.hand_merge,
+            hand_label="bare upsert",
+            engine_label="engine same-DB merge",
+            rounds_before=repeat,
+        )
         if not limits_only:
             diff = _differences(
                 tgt_url, "bench.items_merge_same", "bench.limit_merge_same", COLUMNS
