@@ -5,7 +5,6 @@ off (``handle_deletes=None`` over ``@ematix.table(handle_deletes="hard")``), thr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
@@ -21,14 +20,6 @@ class Member:
     id: Annotated[BigInt, pk()]
     email: Text
     name: Text | None
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for n in made:
-        pipeline._unregister(n)
 
 
 def test_resolve_options_lets_none_win_and_not_given_fall_through() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,6 @@ class B(ManagedTable):
     __tablename__ = "b"
     id = Column(BigInt(), nullable=False, primary_key=True)
     v = Column(Text())
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for n in made:
-        pipeline._unregister(n)
 
 
 def unique(names: list[str], stem: str) -> str:

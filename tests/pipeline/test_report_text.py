@@ -4,12 +4,11 @@ notebook (spec §3.5: ``customer_sync.preview()`` shows the plan), without a pas
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
 
-from ematix_flow import ematix, pipeline, pk
+from ematix_flow import ematix, pk
 from ematix_flow.types import BigInt, String, Text, TimestampTZ
 
 PASSWORD = "Zq9-distinctive-pw"
@@ -27,14 +26,6 @@ class CustomerDim:
 class CustomerLog:
     customer_id: BigInt
     email: String[256]
-
-
-@pytest.fixture
-def names() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    for n in made:
-        pipeline._unregister(n)
 
 
 def declare(names: list[str], **kw: Any) -> Any:
