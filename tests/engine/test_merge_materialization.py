@@ -32,6 +32,20 @@ def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def rolled_back(env: Any, steps: Any, statement: str) -> tuple[Any, ...] | None:
+    """The first row of ``statement``, run in the warehouse after the plan's DDL steps
+    with the run's settings in place, all in one transaction that is rolled back."""
+    with psycopg.connect(env.dbs.warehouse_url) as c:
+        for s in steps:
+            if s.kind == "ddl":
+                c.execute(s.sql)
+        c.execute("SELECT set_config('ematix_flow.batch_id', gen_random_uuid()::text, true)")
+        c.execute("SELECT set_config('ematix_flow.watermark', '0', true)")
+        row = c.execute(statement).fetchone()
+        c.rollback()
+    return row
+
+
 @pytest.mark.parametrize(
     ("mode", "incremental"), [("merge", None), ("scd1", None), ("merge", "id"), ("append", None)]
 )
@@ -49,24 +63,10 @@ def test_same_db_statement_does_not_materialize_the_source(
     p = plan(opts, source, env.warehouse, pipeline="p")
     data = [s for s in p.steps if s.kind == "data"]
     assert len(data) == 1
-    with psycopg.connect(env.dbs.warehouse_url) as c:
-        for s in p.steps:
-            if s.kind == "ddl":
-                c.execute(s.sql)
-        c.execute("SELECT set_config('ematix_flow.batch_id', gen_random_uuid()::text, true)")
-        c.execute("SELECT set_config('ematix_flow.watermark', '0', true)")
-        (doc,) = c.execute("EXPLAIN (FORMAT JSON) " + data[0].sql).fetchone()
-        c.rollback()
+    (doc,) = rolled_back(env, p.steps, "EXPLAIN (FORMAT JSON) " + data[0].sql)
     found = nodes((doc if isinstance(doc, list) else json.loads(doc))[0]["Plan"])
     scans = [n for n in found if n["Node Type"] == "CTE Scan" and n.get("CTE Name") == "src"]
     assert scans == [], "src is materialized and read back (CTE Scan)"
     # The counts still come from the statement: one row of named counts.
-    with psycopg.connect(env.dbs.warehouse_url) as c:
-        for s in p.steps:
-            if s.kind == "ddl":
-                c.execute(s.sql)
-        c.execute("SELECT set_config('ematix_flow.batch_id', gen_random_uuid()::text, true)")
-        c.execute("SELECT set_config('ematix_flow.watermark', '0', true)")
-        row = c.execute(data[0].sql).fetchone()
-        c.rollback()
+    row = rolled_back(env, p.steps, data[0].sql)
     assert row is not None and 1000 in row
