@@ -12,33 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
 from ematix_flow._cli.main import app
+from tests.declarative.conftest import Named
 
 FLOW = [sys.executable, "-m", "ematix_flow._cli.main"]
 
 
-class Project:
-    """The test databases as connections ``warehouse`` and ``oltp``, SQL helpers, and a
-    pipelines module in the working directory."""
-
-    def __init__(self, dbs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.dbs = dbs
-        self.urls = {"warehouse": dbs.warehouse_url, "oltp": dbs.source_url}
-        for name, url in self.urls.items():
-            monkeypatch.setenv(f"EMATIX_FLOW_DSN_{name.upper()}", url)
-
-    def sql(self, which: str, *statements: str) -> None:
-        with psycopg.connect(self.urls[which], autocommit=True) as conn:
-            for statement in statements:
-                conn.execute(statement)
-
-    def rows(self, which: str, query: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.urls[which], autocommit=True) as conn:
-            return conn.execute(query).fetchall()
+class Project(Named):
+    """The test databases as connections ``warehouse`` and ``oltp`` with the declarative
+    tests' SQL helpers (:class:`Named`), plus a pipelines module in the working
+    directory and snapshots."""
 
     def module(self, name: str, text: str) -> str:
         Path(f"{name}.py").write_text(text, encoding="utf-8")
