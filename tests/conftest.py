@@ -18,6 +18,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ematix_flow import pipeline
+
 ENV_PREFIXES = ("EMATIX_FLOW_DSN",)
 
 
@@ -92,3 +94,13 @@ def _isolated_config(
         if key.startswith(ENV_PREFIXES):
             monkeypatch.delenv(key)
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture
+def names() -> Iterator[list[str]]:
+    """A list a test appends the names of the pipelines it registers to; they are
+    unregistered when the test ends."""
+    made: list[str] = []
+    yield made
+    for n in made:
+        pipeline._unregister(n)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +33,12 @@ class Customer(ManagedTable):
     name = Column(Text())
 
 
-@pytest.fixture
-def registered() -> Iterator[list[str]]:
-    names: list[str] = []
-    yield names
-    for name in names:
-        pipeline._unregister(name)
-
-
 def _register(names: list[str], name: str, body: Any) -> None:
     pipeline.register(name=name, schedule="@hourly", connections=("warehouse",))(body)
     names.append(name)
 
 
-def test_successful_run_summary(
-    dbs: Any, registered: list[str], tmp_path: Path, monkeypatch
-) -> None:
+def test_successful_run_summary(dbs: Any, names: list[str], tmp_path: Path, monkeypatch) -> None:
     with dbs.connect("source") as conn:
         conn.execute(
             "CREATE TABLE users (id bigint PRIMARY KEY, name text);"
@@ -66,7 +55,7 @@ def test_successful_run_summary(
             mode="merge",
         )
 
-    _register(registered, "k8s_summary_ok", body)
+    _register(names, "k8s_summary_ok", body)
     report = pipeline.run("k8s_summary_ok")
     assert report.ok, report
     path = tmp_path / "termination-log"
@@ -86,7 +75,7 @@ def test_successful_run_summary(
 
 
 def test_failed_run_summary_has_the_error_and_no_password(
-    dbs: Any, registered: list[str], tmp_path: Path
+    dbs: Any, names: list[str], tmp_path: Path
 ) -> None:
     unreachable = f"postgresql://etl:{PASSWORD}@127.0.0.1:1/warehouse?connect_timeout=2"
 
@@ -98,7 +87,7 @@ def test_failed_run_summary_has_the_error_and_no_password(
             mode="merge",
         )
 
-    _register(registered, "k8s_summary_failed", body)
+    _register(names, "k8s_summary_failed", body)
     report = pipeline.run("k8s_summary_failed")
     assert not report.ok
     path = tmp_path / "msg"
