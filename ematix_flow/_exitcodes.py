@@ -26,7 +26,8 @@ class ExitCode(IntEnum):
     #: argument (click uses 2 for its usage errors, so we keep it).
     USAGE = 2
     #: The configuration is wrong: unknown connection name, malformed config file,
-    #: unset ${VAR}, invalid DSN. Fix the configuration; retrying will not help.
+    #: unset ${VAR}, invalid DSN, a pipeline name the module does not register. Fix the
+    #: configuration; retrying will not help.
     CONFIG_ERROR = 3
 
 

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from ematix_flow._errors import ConfigurationError, EmatixFlowError
+from ematix_flow._errors import ConfigurationError, EmatixFlowError, PipelineNotFoundError
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -131,9 +131,10 @@ def print_listing(
 
 
 def exit_code_for(exc: EmatixFlowError) -> ExitCode:
-    """The exit code an error maps to: configuration problems are CONFIG_ERROR, the
+    """The exit code an error maps to: configuration problems (and a pipeline name the
+    module does not register: a wrong command line in a CronJob) are CONFIG_ERROR, the
     rest RUN_FAILED."""
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, (ConfigurationError, PipelineNotFoundError)):
         return ExitCode.CONFIG_ERROR
     return ExitCode.RUN_FAILED
 

@@ -121,7 +121,7 @@ def test_failed_run_exits_run_failed(project: Any) -> None:
 
 def test_unknown_pipeline_and_broken_module(project: Any) -> None:
     missing = flow("run", "nope", "--module", project.module)
-    assert missing.exit_code == ExitCode.RUN_FAILED and project.name in missing.output
+    assert missing.exit_code == ExitCode.CONFIG_ERROR and project.name in missing.output
     Path("broken_mod.py").write_text("import does_not_exist\n")
     broken = flow("list", "--module", "broken_mod")
     assert broken.exit_code == ExitCode.CONFIG_ERROR

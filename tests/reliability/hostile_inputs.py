@@ -350,7 +350,7 @@ RUNS = [
         "",
         "PipelineNotFoundError",
         "nope",
-        RUN_FAILED,
+        CONFIG_ERROR,
         pipeline="nope",
     ),
 ]
