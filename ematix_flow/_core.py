@@ -31,6 +31,8 @@ from ematix_flow._errors import ConfigurationError, ConnectionFailedError
 if TYPE_CHECKING:
     import psycopg
 
+    from ematix_flow._session import Timeouts
+
 __all__ = ["EXPLICIT_URL_ORIGIN", "Connection", "connect", "connection_from_dsn", "redact_dsn"]
 
 #: ``Connection.origin`` of a connection given as a URL in code.
@@ -166,24 +168,51 @@ class Connection:
 
         Host (a unix-socket directory counts as a host), port and database are compared
         after libpq's defaults (port 5432, database = user name); the user does not
-        matter. Two spellings of one machine (``localhost`` / ``127.0.0.1``) count as
-        different, which only costs the faster same-DB path, never correctness.
+        matter here (:meth:`same_session_as` also compares the role and options). Two
+        spellings of one machine (``localhost`` / ``127.0.0.1``) count as different,
+        which only costs the faster same-DB path, never correctness.
         """
         return self._identity() == other._identity()
 
     def _identity(self) -> tuple[str, int, str]:
         return (self.host or "", self.port or 5432, self.dbname or self.user or "")
 
-    def open(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """Open a psycopg connection; keyword arguments go to :func:`psycopg.connect`.
+    def same_session_as(self, other: Connection) -> str | None:
+        """``None`` when a session of ``other`` reads exactly what a session of this
+        connection would (same server, database, role and session options); otherwise
+        what differs, for the plan's reason."""
+        mine, theirs = self._identity(), other._identity()
+        if mine != theirs:
+            return "server or database"
+        if self._role() != other._role():
+            return f"role ({self._role() or 'default'} vs {other._role() or 'default'})"
+        if self._options() != other._options():
+            return "session options (options=)"
+        return None
+
+    def _role(self) -> str:
+        return self.user or ""
+
+    def _options(self) -> str:
+        try:
+            return _parse_dsn(self.dsn, where=self.origin).get("options", "")
+        except ConfigurationError:
+            return ""
+
+    def open(self, *, timeouts: Timeouts | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
+        """Open a psycopg connection with the session settings every engine session
+        runs under (:mod:`ematix_flow._session`: UTF-8, UTC, ISO dates, bounded lock
+        waits); other keyword arguments go to :func:`psycopg.connect`.
 
         A failure raises :class:`ConnectionFailedError` naming this connection and its
         redacted target, with the driver's reason (any password scrubbed from it).
         """
         import psycopg
 
+        from ematix_flow._session import CLIENT_ENCODING, pin
+
         try:
-            return psycopg.connect(self.dsn, **kwargs)
+            conn = psycopg.connect(self.dsn, client_encoding=CLIENT_ENCODING, **kwargs)
         except psycopg.OperationalError as exc:
             password = self._password
             reason = redact_dsn(" ".join(str(exc).split()), password)
@@ -194,6 +223,16 @@ class Connection:
             if password and password in str(exc):
                 raise error from None
             raise error from exc
+        try:
+            pin(conn, timeouts)
+        except psycopg.Error as exc:
+            conn.close()
+            raise ConnectionFailedError(
+                f"connected to {self.name or 'the explicit url'!r} ({self.redacted}) but "
+                f"could not apply the session settings ematix-flow runs under: "
+                f"{redact_dsn(' '.join(str(exc).split()), self._password)}"
+            ) from None
+        return conn
 
     def __str__(self) -> str:
         return self.redacted

@@ -270,6 +270,8 @@ def sync(
     ttl: timedelta | NotGiven | None = NOT_GIVEN,
     handle_deletes: str | NotGiven | None = NOT_GIVEN,
     incremental_column: str | NotGiven | None = NOT_GIVEN,
+    lock_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
+    statement_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
     force_path: str | None = None,
 ) -> dict[str, Any]:
     """Sync one target from ``source``; returns rows inserted/updated/deleted/unchanged,
@@ -302,12 +304,18 @@ def sync(
         "ttl": ttl,
         "handle_deletes": handle_deletes,
         "incremental_column": incremental_column,
+        "lock_timeout": lock_timeout,
+        "statement_timeout": statement_timeout,
     }
     if given["mode"] is None:
         given["mode"] = NOT_GIVEN
     for name in OPTION_NAMES:
         if given[name] is NOT_GIVEN:
-            given[name] = spec.options.get(name)
+            given[name] = spec.options.get(name, NOT_GIVEN if name in _TIMEOUTS else None)
+    for name in _TIMEOUTS:
+        # not given anywhere: the environment or the engine's default decides
+        if given[name] is NOT_GIVEN:
+            given[name] = False
     if not isinstance(source, Source):
         raise DefinitionError(
             f"sync(source=...) takes a Source (Source.postgres_query / "
@@ -330,6 +338,8 @@ def sync(
             ttl=given["ttl"],
             handle_deletes=given["handle_deletes"],
             incremental_column=given["incremental_column"],
+            lock_timeout=given["lock_timeout"],
+            statement_timeout=given["statement_timeout"],
             force_path=force_path,
         )
         the_plan = plan(
@@ -385,6 +395,9 @@ def sync(
         assert result.exception is not None
         raise result.exception
     return result.summary()
+
+
+_TIMEOUTS = ("lock_timeout", "statement_timeout")
 
 
 def _warn(report: RunReport, messages: Sequence[str]) -> None:

@@ -64,8 +64,11 @@ OPTION_NAMES: Final = (
     "ttl",
     "handle_deletes",
     "incremental_column",
+    "lock_timeout",
+    "statement_timeout",
 )
 
+_TIMEOUTS = ("lock_timeout", "statement_timeout")
 _COLUMN_LISTS = ("keys", "compare_columns", "update_columns")
 _COLUMN_NAMES = ("event_timestamp_column", "incremental_column")
 
@@ -100,6 +103,10 @@ def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str
                 f"ttl=timedelta(days=7), got {value!r}"
             )
         return value
+    if name in _TIMEOUTS:
+        from ematix_flow._session import timeout_seconds
+
+        return None if value is None else timeout_seconds(value, what=f"{name}=", where=where)
     if name in _COLUMN_NAMES:
         if value is None:
             return None

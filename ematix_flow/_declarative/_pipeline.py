@@ -131,6 +131,8 @@ def pipeline(
     compare_columns: Any = NOT_GIVEN,
     update_columns: Any = NOT_GIVEN,
     incremental_column: Any = NOT_GIVEN,
+    lock_timeout: Any = NOT_GIVEN,
+    statement_timeout: Any = NOT_GIVEN,
     source_connection: str | None = None,
     target_connection: str = "warehouse",
     source_table: str | None = None,
@@ -142,9 +144,10 @@ def pipeline(
     """Declare a pipeline: its targets, its source (the function) and its schedule.
 
     Per-target options (``mode=``, ``keys=``, ``compare_columns=``, ``update_columns=``,
-    ``event_timestamp_column=``, ``ttl=``, ``handle_deletes=``, ``incremental_column=``)
-    resolve per option: ``ematix.target(...)`` → this decorator → the table's
-    ``@ematix.table(...)`` defaults → the engine's default. An option left out falls
+    ``event_timestamp_column=``, ``ttl=``, ``handle_deletes=``, ``incremental_column=``,
+    ``lock_timeout=``, ``statement_timeout=``) resolve per option:
+    ``ematix.target(...)`` → this decorator → the table's ``@ematix.table(...)``
+    defaults → the engine's default. An option left out falls
     through; ``None`` is a value (``handle_deletes=None`` switches a table's
     ``handle_deletes="hard"`` off).
 
@@ -177,6 +180,8 @@ def pipeline(
         "compare_columns": compare_columns,
         "update_columns": update_columns,
         "incremental_column": incremental_column,
+        "lock_timeout": lock_timeout,
+        "statement_timeout": statement_timeout,
     }
 
     def decorate(func: Callable[..., Any]) -> DeclaredPipeline:

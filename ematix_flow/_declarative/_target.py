@@ -53,6 +53,8 @@ class Target:
     compare_columns: Any = NOT_GIVEN
     update_columns: Any = NOT_GIVEN
     incremental_column: Any = NOT_GIVEN
+    lock_timeout: Any = NOT_GIVEN
+    statement_timeout: Any = NOT_GIVEN
 
     def __post_init__(self) -> None:
         spec = table_spec(self.table)
@@ -95,6 +97,8 @@ def target(
     compare_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
     update_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
     incremental_column: str | NotGiven | None = NOT_GIVEN,
+    lock_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
+    statement_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
 ) -> Target:
     """One target of ``@ematix.pipeline(targets=[...])``; ``mode=`` is required.
 
@@ -119,4 +123,6 @@ def target(
         compare_columns=compare_columns,
         update_columns=update_columns,
         incremental_column=incremental_column,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
     )

@@ -20,6 +20,7 @@ carries the error (and the exception, for callers that re-raise).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -28,14 +29,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from ematix_flow._engine import state
 from ematix_flow._engine.copy import pipe
-from ematix_flow._engine.explain import driver_message, explain
+from ematix_flow._engine.explain import driver_message, explain, untranslatable
 from ematix_flow._engine.inspect import describe, inspect_target
 from ematix_flow._engine.plan import Plan, Step, build_plan, copy_in_sql, copy_out_sql, stage_sql
+from ematix_flow._engine.sql_common import cast_type
 from ematix_flow._errors import EmatixFlowError, SourceError, SyncError
+from ematix_flow._session import Timeouts
 
 __all__ = ["StepResult", "TargetResult", "execute"]
 
@@ -133,6 +137,10 @@ class TargetResult:
         return d
 
 
+#: untranslatable character, invalid byte sequence, character not in repertoire
+_ENCODING_ERRORS = ("22P05", "22021")
+
+
 class _Skipped(Exception):
     pass
 
@@ -182,8 +190,9 @@ def execute(
     schema = plan.state_schema
     where = f"Pipeline {plan.pipeline}, target {plan.target}"
     tconn: psycopg.Connection[Any] | None = None
+    timeouts = plan.options.timeouts
     try:
-        tconn = plan.target_conn_obj.open(autocommit=True)
+        tconn = plan.target_conn_obj.open(autocommit=True, timeouts=timeouts)
         if not dry_run:
             state.ensure_state(tconn, schema)
         _run(
@@ -218,6 +227,11 @@ def execute(
         err.__cause__ = exc
         result.error = str(err)
         result.exception = err
+    if isinstance(result.exception, EmatixFlowError) and tconn is not None:
+        waited = _waited(result.exception.__cause__, tconn, plan, timeouts, where, result)
+        if waited is not None:
+            result.error = str(waited)
+            result.exception = waited
     result.duration_s = time.perf_counter() - t0
     result.t0 = 0.0
     if tconn is not None:
@@ -272,14 +286,25 @@ def _run(
     started = datetime.now(UTC)
     steps: list[StepResult] = []
     sconn: psycopg.Connection[Any] | None = None
+    lock = (state.LOCK_NAMESPACE, state.lock_key(plan.pipeline, plan.target))
+    # The target's lock is taken before the transaction begins, so that the snapshot a
+    # REPEATABLE READ transaction takes at its first statement already sees every run
+    # that held the lock before. It is a session lock, released below or when the
+    # session ends (a killed run's server process ends with its client).
+    got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", lock).fetchone()
+    if not (got and got[0]):
+        raise _Skipped
+    # Same-DB: every statement of the plan reads the source, so they must all read one
+    # snapshot of it (a key changed and deleted between the scd2 close and insert would
+    # otherwise be left without a current version). Cross-DB statements read the stage,
+    # which one COPY statement filled from one snapshot.
+    conn.isolation_level = (
+        psycopg.IsolationLevel.REPEATABLE_READ
+        if plan.path == "same_db"
+        else psycopg.IsolationLevel.READ_COMMITTED
+    )
     try:
         with conn.transaction():
-            got = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))",
-                (state.LOCK_NAMESPACE, state.lock_key(plan.pipeline, plan.target)),
-            ).fetchone()
-            if not (got and got[0]):
-                raise _Skipped
             if due_slot is not None and not dry_run:
                 # Decided "due" before taking the lock; re-checked now that no other run
                 # of this target can commit until we are done.
@@ -301,7 +326,7 @@ def _run(
                 incremental=options.incremental_column is not None,
             )
             if plan.path == "cross_db":
-                sconn = plan.source_conn_obj.open(autocommit=True)
+                sconn = plan.source_conn_obj.open(autocommit=True, timeouts=options.timeouts)
                 describe_conn = sconn
             else:
                 describe_conn = conn
@@ -330,14 +355,17 @@ def _run(
             result.watermark_before = final.watermark_before
             if final.problems:
                 raise final.problems[0].error() if len(final.problems) == 1 else _joined(final)
-            if tfacts.watermark is not None:
+            if final.watermark_before is not None:
+                # The canonical text of the watermark's type; both sessions are pinned,
+                # so both read it back as the same value.
                 conn.execute(
-                    "SELECT set_config('ematix_flow.watermark', %s, true)", (tfacts.watermark,)
+                    "SELECT set_config('ematix_flow.watermark', %s, true)",
+                    (final.watermark_before,),
                 )
                 if sconn is not None:
                     sconn.execute(
                         "SELECT set_config('ematix_flow.watermark', %s, false)",
-                        (tfacts.watermark,),
+                        (final.watermark_before,),
                     )
             counts: dict[str, Any] = {}
             for step in final.steps:
@@ -358,6 +386,11 @@ def _run(
             sconn.close()
         if not result.steps:
             result.steps = tuple(steps)
+        conn.isolation_level = None
+        if not conn.closed and not conn.broken:
+            # on failure the session ends below, and its lock with it
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", lock)
 
 
 def _joined(final: Plan) -> EmatixFlowError:
@@ -385,6 +418,8 @@ def _step(
         try:
             n = pipe(sconn, conn, copy_out_sql(ctx, scols), copy_in_sql(ctx))
         except psycopg.Error as exc:
+            if exc.sqlstate in _ENCODING_ERRORS:
+                raise untranslatable(exc, sconn, conn, ctx, scols, where) from exc
             raise SourceError(
                 f"{where}: streaming the source {plan.source} failed: {driver_message(exc)}"
             ) from exc
@@ -394,8 +429,7 @@ def _step(
         conn.execute(step.sql)
         return None
     if step.kind == "ddl":
-        cur = conn.execute(step.sql)
-        return cur.rowcount if cur.rowcount >= 0 else None
+        return _ddl(conn, step.sql, plan.options.timeouts)
     if step.kind == "data":
         try:
             with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -411,6 +445,7 @@ def _step(
                 "pipeline": plan.pipeline,
                 "target": plan.target,
                 "column": plan.incremental_column,
+                "column_type": cast_type(plan.physical.column(plan.incremental_column)),
                 "watermark": counts.get("watermark") or plan.watermark_before,
                 "batch_id": result.batch_id,
             },
@@ -421,6 +456,122 @@ def _step(
     params["status"] = "succeeded"
     conn.execute(step.sql, params)
     return 1
+
+
+#: How long one attempt of automatic DDL waits for its lock before it lets queued
+#: readers through and tries again.
+DDL_ATTEMPT_S = 1.0
+
+
+def _ddl(conn: psycopg.Connection[Any], statement: str, timeouts: Timeouts) -> int | None:
+    """Run one DDL statement of the plan, waiting at most :data:`DDL_ATTEMPT_S` per try.
+
+    ``ALTER TABLE`` needs an ACCESS EXCLUSIVE lock; while it waits in the lock queue
+    every new reader of the table queues behind it. Short attempts (each in a
+    savepoint) with a pause between them let those readers through; the attempts stop
+    when the run's ``lock_timeout`` is spent, and the last LockNotAvailable is raised.
+    """
+    budget = timeouts.lock_s
+    deadline = None if budget is None else time.monotonic() + budget
+    pause = 0.05
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        attempt = DDL_ATTEMPT_S if left is None else max(min(DDL_ATTEMPT_S, left), 0.001)
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", (f"{round(attempt * 1000)}ms",)
+                )
+                cur = conn.execute(statement)
+                rows = cur.rowcount if cur.rowcount >= 0 else None
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, true)", (timeouts.settings()[0][1],)
+            )
+            return rows
+        except psycopg.errors.LockNotAvailable:
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def _waited(
+    cause: BaseException | None,
+    conn: psycopg.Connection[Any],
+    plan: Plan,
+    timeouts: Timeouts,
+    where: str,
+    result: TargetResult,
+) -> EmatixFlowError | None:
+    """A lock or statement timeout as an error that names the table and, where the
+    server still shows them, the sessions holding it."""
+    step = f" in step {result.failed_step!r}" if result.failed_step else ""
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        blockers = _lock_holders(conn, _locked_names(plan, source_side=False))
+        if not blockers and plan.path == "cross_db":
+            # the wait may have been on the source side (its table locked)
+            with (
+                contextlib.suppress(EmatixFlowError, psycopg.Error),
+                plan.source_conn_obj.open(autocommit=True, connect_timeout=5) as sconn,
+            ):
+                blockers = _lock_holders(sconn, _locked_names(plan, source_side=True))
+        held = (
+            "; ".join(blockers)
+            if blockers
+            else "the session holding it is gone or not visible to this role"
+        )
+        return SyncError(
+            f"{where}: gave up waiting for a lock after {_secs(timeouts.lock_s)} "
+            f"(lock_timeout){step}: {held}. Nothing was written. Run again once it is "
+            "released, or raise lock_timeout= (EMATIX_FLOW_LOCK_TIMEOUT, seconds)."
+        )
+    if isinstance(cause, psycopg.errors.QueryCanceled) and "statement timeout" in str(cause):
+        return SyncError(
+            f"{where}: a statement ran longer than statement_timeout="
+            f"{_secs(timeouts.statement_s)}{step} and was cancelled. Nothing was written. "
+            "Raise statement_timeout= (EMATIX_FLOW_STATEMENT_TIMEOUT, seconds) or make the "
+            "source query cheaper."
+        )
+    return None
+
+
+def _secs(seconds: float | None) -> str:
+    return "no limit" if seconds is None else f"{seconds:g}s"
+
+
+def _locked_names(plan: Plan, *, source_side: bool) -> list[str]:
+    """The tables of this plan in one database: the target's, or the source's."""
+    source = plan.source_obj
+    names = [] if source_side else [plan.target]
+    if source.kind == "table" and (source_side or plan.path == "same_db"):
+        names.append(f"{source.schema}.{source.table}")
+    return names
+
+
+def _lock_holders(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
+    """Other sessions holding a lock on one of the tables ``names`` — or an ACCESS
+    EXCLUSIVE lock on any table of this database — with their query."""
+    ids = [sql.SQL("{}").format(sql.Identifier(*n.split(".", 1))).as_string(None) for n in names]
+    try:
+        rows = conn.execute(
+            "SELECT DISTINCT l.pid, l.relation::regclass::text, l.mode, a.state, "
+            "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 200) "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.granted AND l.pid <> pg_backend_pid() AND l.locktype = 'relation' "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND (l.relation = ANY (SELECT to_regclass(n) FROM unnest(%s::text[]) AS n) "
+            "OR l.mode = 'AccessExclusiveLock') ORDER BY 1 LIMIT 5",
+            (ids,),
+        ).fetchall()
+    except psycopg.Error:
+        return []
+    return [
+        f"table {rel} is locked by pid {pid} ({mode}"
+        + (f", {st}" if st else "")
+        + (f": {query!r}" if query else "")
+        + ")"
+        for pid, rel, mode, st, query in rows
+    ]
 
 
 def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult) -> dict[str, Any]:

@@ -91,6 +91,13 @@ def explain(
             f"column nullable. ({message})"
         )
     if state.startswith("22"):
+        failed = _source_fails(conn, ctx, state)
+        if failed is not None:
+            return SourceError(
+                f"{where}: the source query failed: {driver_message(failed)}. Fix the source "
+                "query (the error is raised while reading it, before any value reaches the "
+                "target)."
+            )
         column = _find_bad_column(conn, ctx, state)
         named = f", column {column!r}" if column else ""
         return SourceError(
@@ -101,6 +108,109 @@ def explain(
     if state in ("23505", "23503", "23514"):
         return SyncError(f"{where}: step {step!r} violates a constraint of the target: {message}")
     return SyncError(f"{where}: step {step!r} failed: {message}")
+
+
+def _source_fails(
+    conn: psycopg.Connection[Any], ctx: SqlContext, state: str
+) -> psycopg.Error | None:
+    """The error of reading the source alone (every column evaluated, nothing cast),
+    when it is the same kind as the statement's: then the source is at fault."""
+    found = _probe(conn, sql.SQL("SELECT count(q.*) FROM {}").format(ctx.source_relation()))
+    if isinstance(found, psycopg.Error) and (found.sqlstate or "") == state:
+        return found
+    return None
+
+
+def untranslatable(
+    exc: psycopg.Error,
+    source: psycopg.Connection[Any],
+    target: psycopg.Connection[Any],
+    ctx: SqlContext,
+    scols: Any,
+    where: str,
+) -> EmatixFlowError:
+    """A text value the target database's encoding cannot hold (cross-DB): find the
+    column and the first such row in the source, and say so. Runs only after the COPY
+    failed; the target transaction is rolled back by the caller, so nothing is written.
+    """
+    from psycopg._encodings import pg2pyenc
+
+    enc_name = _server_encoding(target)
+    try:
+        codec = pg2pyenc(enc_name.encode())
+    except Exception:  # an encoding Python does not know: report what we have
+        codec = None
+    text_cols = [c.name for c in ctx.declared if _is_text(c.name, scols)]
+    culprit: tuple[str, Any, str] | None = None
+    if codec is not None and text_cols:
+        keys = ctx.keys or ctx.names[:1]
+        items = sql.SQL(", ").join(
+            [sql.Identifier("q", k) for k in keys]
+            + [sql.SQL("CAST({} AS text)").format(sql.Identifier("q", c)) for c in text_cols]
+        )
+        where_wm = (
+            ctx.watermark_where()
+            if ctx.incremental_column and ctx.watermark_filter
+            else sql.SQL("")
+        )
+        query = sql.SQL("SELECT {} FROM (\n{}\n) AS q{}").format(
+            items, sql.SQL(ctx.source_sql), where_wm
+        )
+        try:
+            with source.transaction(), source.cursor(name="ematix_flow_encoding_probe") as cur:
+                cur.itersize = 2000
+                for values in cur.execute(query):
+                    for name, value in zip(text_cols, values[len(keys) :], strict=True):
+                        if value is None:
+                            continue
+                        try:
+                            value.encode(codec)
+                        except UnicodeEncodeError as bad:
+                            key = ", ".join(
+                                f"{k}={v!r}" for k, v in zip(keys, values[: len(keys)], strict=True)
+                            )
+                            culprit = (name, key, value[bad.start : bad.end])
+                            break
+                    if culprit is not None:
+                        break
+        except psycopg.Error:
+            culprit = None
+    if culprit is not None:
+        name, key, chars = culprit
+        return SourceError(
+            f"{where}, column {name!r}: the source row with {key} holds {chars!r}, which the "
+            f"target database's encoding {enc_name} cannot represent. Nothing was written. "
+            "Replace or drop such characters in the source query, or use a target database "
+            f"whose encoding can hold them (UTF8). ({driver_message(exc)})"
+        )
+    return SourceError(
+        f"{where}: a source text value cannot be stored in the target database's encoding "
+        f"{enc_name}: {driver_message(exc)}. Nothing was written."
+    )
+
+
+def _server_encoding(conn: psycopg.Connection[Any]) -> str:
+    # reported by the server at connect time: no query (the transaction is aborted)
+    return conn.info.parameter_status("server_encoding") or "?"
+
+
+def _is_text(name: str, scols: Any) -> bool:
+    for c in scols or ():
+        if c.name == name:
+            base = c.type.removesuffix("[]")
+            return (
+                c.travels_as_text
+                or base
+                in (
+                    "text",
+                    "name",
+                    "json",
+                    "jsonb",
+                    "xml",
+                )
+                or base.startswith(("character", '"char"'))
+            )
+    return False
 
 
 def _find_bad_column(conn: psycopg.Connection[Any], ctx: SqlContext, state: str) -> str | None:

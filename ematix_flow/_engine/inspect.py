@@ -28,20 +28,29 @@ class TargetFacts:
     #: Column sets of the table's non-partial unique indexes (constraints included).
     unique_sets: frozenset[frozenset[str]]
     index_names: frozenset[str]
-    watermark: str | None
+    watermark: state.StoredWatermark | None
     #: ``pg_class.reltuples``: -1 never analyzed, 0 analyzed while empty (None: no table).
     reltuples: float | None = None
+    #: The comment on the table's ``row_hash`` column (it names the hash's version).
+    row_hash_comment: str | None = None
 
 
 @dataclass(frozen=True)
 class SourceColumn:
     name: str
     oid: int
-    type: str  # format_type(oid, NULL)
+    type: str  # format_type(oid, typmod): the full type, lengths and precisions kept
 
     @property
     def builtin(self) -> bool:
         return self.oid < FIRST_USER_OID
+
+    @property
+    def travels_as_text(self) -> bool:
+        """Sent across databases as its text: a type of the source database only (enum,
+        domain, …), or an OID alias (``regclass``, ``regtype``, …) whose binary form is
+        an OID that means nothing — or something else — in the target database."""
+        return not self.builtin or self.type.removesuffix("[]").startswith("reg")
 
 
 _INDEXES = """
@@ -70,14 +79,18 @@ def inspect_target(
     unique: set[frozenset[str]] = set()
     names: set[str] = set()
     reltuples = None
+    hash_comment = None
     if reflected is not None:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             row = cur.execute(
-                "SELECT reltuples FROM pg_class "
-                "WHERE oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                "SELECT c.reltuples, col_description(c.oid, a.attnum) FROM pg_class c "
+                "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'row_hash' "
+                "AND NOT a.attisdropped "
+                "WHERE c.oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
                 (table.schema, table.name),
             ).fetchone()
             reltuples = None if row is None else float(row[0])
+            hash_comment = None if row is None else row[1]
             for name, usable, columns in cur.execute(_INDEXES, (table.schema, table.name)):
                 names.add(name)
                 if usable:
@@ -85,7 +98,25 @@ def inspect_target(
     watermark = None
     if incremental and state.state_exists(conn, state_schema):
         watermark = state.read_watermark(conn, state_schema, pipeline, table.qualified_name)
-    return TargetFacts(reflected, frozenset(unique), frozenset(names), watermark, reltuples)
+        if watermark is not None and watermark.column_type is None:
+            watermark = _canonical_legacy(conn, watermark, table)
+    return TargetFacts(
+        reflected, frozenset(unique), frozenset(names), watermark, reltuples, hash_comment
+    )
+
+
+def _canonical_legacy(
+    conn: psycopg.Connection[Any], stored: state.StoredWatermark, table: TableSpec
+) -> state.StoredWatermark:
+    """A version-1 watermark in the canonical text of its column's type (see
+    :func:`state.canonical_legacy_watermark`); kept as stored when that column is gone."""
+    from ematix_flow._engine.sql_common import cast_type
+
+    if stored.value is None or stored.column not in table.column_names:
+        return stored
+    type_sql = cast_type(table.column(stored.column))
+    value = state.canonical_legacy_watermark(conn, stored.value, type_sql)
+    return state.StoredWatermark(stored.column, type_sql, value)
 
 
 def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[SourceColumn, ...]:
@@ -94,14 +125,20 @@ def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[Sou
         # No parameters: a "%" in the user's SQL stays a "%".
         cur.execute(f"SELECT * FROM (\n{source_sql}\n) AS q LIMIT 0")
         desc = cur.description or []
+        result = cur.pgresult
         oids = [d.type_code for d in desc]
-        types = dict(
-            cur.execute(
-                "SELECT oid::int, format_type(oid, NULL) FROM pg_type WHERE oid = ANY(%s)",
-                (oids,),
+        mods = [result.fmod(i) if result is not None else -1 for i in range(len(desc))]
+        types = [
+            r[0]
+            for r in cur.execute(
+                "SELECT format_type(o, m) FROM unnest(%s::oid[], %s::int[]) "
+                "WITH ORDINALITY AS u(o, m, n) ORDER BY n",
+                (oids, mods),
             ).fetchall()
-        )
-    return tuple(SourceColumn(d.name, d.type_code, types.get(d.type_code, "text")) for d in desc)
+        ]
+    return tuple(
+        SourceColumn(d.name, d.type_code, t or "text") for d, t in zip(desc, types, strict=True)
+    )
 
 
 def describe(

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Literal
 
 from ematix_flow._errors import DefinitionError
+from ematix_flow._session import Timeouts, resolve_timeouts, timeout_seconds
 from ematix_flow._tablespec import TableSpec
 
 __all__ = ["DELETES", "MODES", "PATHS", "TargetOptions"]
@@ -50,6 +51,17 @@ class TargetOptions:
     handle_deletes: str | None = None
     incremental_column: str | None = None
     force_path: str | None = None
+    #: Seconds (``None``: no limit); ``False``: not given, so the environment or the
+    #: default decides (:func:`ematix_flow._session.resolve_timeouts`).
+    lock_timeout: float | bool | None = False
+    statement_timeout: float | bool | None = False
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The timeouts of this target's sessions, resolved now (env vars included)."""
+        return resolve_timeouts(
+            lock_timeout=self.lock_timeout, statement_timeout=self.statement_timeout
+        )
 
     def __post_init__(self) -> None:
         where = f"target {self.table.qualified_name}"
@@ -91,6 +103,10 @@ class TargetOptions:
                     f"{where}: ttl= only applies to mode='scd2' (it expires current "
                     f"versions); this target is mode={self.mode!r}"
                 )
+        for attr in ("lock_timeout", "statement_timeout"):
+            value = getattr(self, attr)
+            if value is not False and value is not None:
+                object.__setattr__(self, attr, timeout_seconds(value, what=f"{attr}=", where=where))
         if self.handle_deletes not in DELETES:
             raise DefinitionError(
                 f"{where}: handle_deletes={self.handle_deletes!r} is not valid; use None, "

@@ -26,7 +26,14 @@ from ematix_flow._engine.inspect import SourceColumn, TargetFacts
 from ematix_flow._engine.keys import resolve_keys
 from ematix_flow._engine.options import TargetOptions
 from ematix_flow._engine.sql_append import append_sql
-from ematix_flow._engine.sql_common import STAGE, SqlContext, render
+from ematix_flow._engine.sql_common import (
+    HASH_COMMENT,
+    STAGE,
+    SqlContext,
+    cast_type,
+    render,
+    row_hash,
+)
 from ematix_flow._engine.sql_merge import merge_sql
 from ematix_flow._engine.sql_scd2 import (
     scd2_close_sql,
@@ -165,14 +172,21 @@ def _path(options: TargetOptions, source_conn: Any, target_conn: Any) -> tuple[s
     if options.force_path:
         return options.force_path, f"forced by force_path={options.force_path!r}"
     s, t = _describe(source_conn), _describe(target_conn)
-    if source_conn.same_database_as(target_conn):
+    differs = source_conn.same_session_as(target_conn)
+    if differs is None:
         return "same_db", (
-            f"source ({s}) and target ({t}) are the same database: the source SQL runs "
-            "inside the target's statements"
+            f"source ({s}) and target ({t}) are the same database, role and session "
+            "options: the source SQL runs inside the target's statements"
+        )
+    if differs == "server or database":
+        return "cross_db", (
+            f"source ({s}) and target ({t}) are different databases: rows are streamed by "
+            "binary COPY into a temporary stage"
         )
     return "cross_db", (
-        f"source ({s}) and target ({t}) are different databases: rows are streamed by "
-        "binary COPY into a temporary stage"
+        f"source ({s}) and target ({t}) are the same database but differ in {differs}, "
+        "so the source query may read other rows than the target's session would: rows "
+        "are streamed by binary COPY from the source connection into a temporary stage"
     )
 
 
@@ -460,6 +474,33 @@ def build_plan(
                         "naming columns the table already has a unique constraint on.",
                     )
                 )
+    if options.mode in ("scd1", "scd2") and tfacts is not None:
+        if reflected is None:
+            steps.append(Step("mark the row hash version", "ddl", render(_hash_comment(physical))))
+        elif tfacts.row_hash_comment != HASH_COMMENT:
+            hashed = row_hash("t", [(c, physical.column(c).type.ddl) for c in compare])
+            steps.append(
+                Step(
+                    "migrate row_hash to the canonical hash",
+                    "ddl",
+                    render(
+                        sql.SQL(
+                            "UPDATE {} AS t SET row_hash = {} WHERE t.row_hash IS DISTINCT FROM {}"
+                        ).format(sql.Identifier(physical.schema, physical.name), hashed, hashed)
+                    ),
+                    note="recomputed from the stored values: no row changes, no version opens",
+                )
+            )
+            steps.append(Step("mark the row hash version", "ddl", render(_hash_comment(physical))))
+            decisions.append(
+                Decision(
+                    "row_hash",
+                    HASH_COMMENT,
+                    "the table was built with an earlier row hash (session-dependent); this "
+                    "run recomputes every stored hash from the stored values first, so no "
+                    "version is opened and no row is rewritten for it",
+                )
+            )
     if options.mode == "scd2" and (tfacts is None or index_name not in tfacts.index_names):
         steps.append(
             Step(
@@ -481,17 +522,37 @@ def build_plan(
     # --- watermark -----------------------------------------------------------------
     watermark_before: str | None = None
     if options.incremental_column:
+        stored = tfacts.watermark if tfacts is not None else None
+        wm_type = cast_type(spec.column(options.incremental_column))
+        if stored is not None and (
+            stored.column != options.incremental_column
+            or (stored.column_type is not None and stored.column_type != wm_type)
+        ):
+            was = f"{stored.column!r} ({stored.column_type or 'type not recorded'})"
+            now = f"{options.incremental_column!r} ({wm_type})"
+            problems.append(
+                Problem(
+                    "state",
+                    f"{where}: the stored watermark {stored.value!r} belongs to "
+                    f"incremental_column {was}, but the pipeline now reads "
+                    f"incremental_column={now}; comparing one with the other would skip or "
+                    "re-read rows. Either reset this target's state (DELETE FROM "
+                    f"{state_schema_name}.watermarks WHERE pipeline = '{pipeline}' AND "
+                    f"target = '{spec.qualified_name}'; the next run reads the whole source) "
+                    "or give the pipeline a new name.",
+                )
+            )
         if tfacts is None:
             watermark_before = UNKNOWN
             filt = True
             reason = "watermark unknown (target not inspected); filtered when one is stored"
         else:
-            watermark_before = tfacts.watermark
-            filt = tfacts.watermark is not None
+            watermark_before = stored.value if stored is not None else None
+            filt = watermark_before is not None
             op = ">" if options.mode == "append" else ">="
             reason = (
-                f"rows with {options.incremental_column} {op} {tfacts.watermark!r} "
-                "(stored watermark)"
+                f"rows with {options.incremental_column} {op} {watermark_before!r} "
+                f"(stored watermark, compared as {wm_type})"
                 + (
                     "; append reads strictly after it, so use a strictly increasing column"
                     if op == ">"
@@ -625,6 +686,12 @@ def build_plan(
     )
 
 
+def _hash_comment(physical: Any) -> sql.Composable:
+    return sql.SQL("COMMENT ON COLUMN {} IS {}").format(
+        sql.Identifier(physical.schema, physical.name, "row_hash"), sql.Literal(HASH_COMMENT)
+    )
+
+
 def decisions_reason(decisions: list[Decision], topic: str) -> str:
     for d in decisions:
         if d.topic == topic:
@@ -645,10 +712,11 @@ def _stage_columns(
         sc = by_name.get(col.name)
         if sc is None:
             out.append((col.name, "<type of the source column>", False))
-        elif sc.builtin:
+        elif not sc.travels_as_text:
             out.append((col.name, sc.type, False))
         else:
-            # A type of the source database only (enum, domain, …): send its text form.
+            # A type of the source database only (enum, domain, …) or an OID alias
+            # (regclass, …): send its text form, as the same-DB path would read it.
             out.append((col.name, "text", True))
     return out
 

@@ -13,12 +13,16 @@ Run-dependent values never appear in the SQL text (plans must be stable): the ba
 and the watermark are read with ``current_setting('ematix_flow.*')``, set per
 transaction by the executor; the run time is ``now()`` (the transaction's start).
 
-The hash is ``md5(ROW(…)::text)``; ``timestamptz`` columns go in as UTC
-``timestamp`` so the session's TimeZone cannot change a hash.
+The row hash (:meth:`SqlContext.hash_expr`, version :data:`HASH_VERSION`) is canonical:
+the md5 of ``"name":'value'`` pairs in column-name order, each value in a form no
+session setting changes (every session is pinned besides: :mod:`ematix_flow._session`),
+NULLs left out. So the order columns are declared in does not matter, and a nullable
+column added later, NULL everywhere, changes no hash.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -28,6 +32,8 @@ from ematix_flow._tablespec import ColumnSpec, TableSpec
 __all__ = [
     "BATCH_ID",
     "HASH",
+    "HASH_COMMENT",
+    "HASH_VERSION",
     "STAGE",
     "VALID_FROM",
     "SqlContext",
@@ -36,12 +42,16 @@ __all__ = [
     "counts_select",
     "keys_match",
     "render",
+    "row_hash",
 ]
 
 STAGE = "ematix_flow_stage"
 HASH = "__ef_hash"
 VALID_FROM = "__ef_vf"
 BATCH_ID = sql.SQL("current_setting('ematix_flow.batch_id')::uuid")
+#: The row hash's version, kept as the comment of a table's ``row_hash`` column.
+HASH_VERSION = 2
+HASH_COMMENT = f"ematix_flow row hash v{HASH_VERSION}"
 WATERMARK_SETTING = "ematix_flow.watermark"
 
 
@@ -130,14 +140,7 @@ class SqlContext:
         )
 
     def hash_expr(self, alias: str, columns: tuple[str, ...]) -> sql.Composable:
-        parts = []
-        for name in columns:
-            ident = sql.Identifier(alias, name)
-            if self.table.column(name).type.ddl == "timestamp with time zone":
-                parts.append(sql.SQL("({} AT TIME ZONE 'UTC')").format(ident))
-            else:
-                parts.append(ident)
-        return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(parts))
+        return row_hash(alias, [(n, self.table.column(n).type.ddl) for n in columns])
 
     def src_cte(self) -> sql.Composable:
         extra: list[sql.Composable] = []
@@ -192,6 +195,34 @@ class SqlContext:
         return sql.SQL("(SELECT {} FROM {}) AS s").format(
             sql.SQL(", ").join(items), self.source_relation()
         )
+
+
+def _canonical(ident: sql.Composable, ddl: str) -> sql.Composable:
+    """A value in a form that does not depend on the session: instants in UTC, bytes in
+    hex; every other type's text is fixed once DateStyle, IntervalStyle and
+    extra_float_digits are pinned (they are, in every session)."""
+    if ddl == "timestamp with time zone":
+        return sql.SQL("({} AT TIME ZONE 'UTC')").format(ident)
+    if ddl == "bytea":
+        return sql.SQL("encode({}, 'hex')").format(ident)
+    return ident
+
+
+def row_hash(alias: str, columns: list[tuple[str, str]]) -> sql.Composable:
+    """``md5`` of ``"name":'value';`` for each non-NULL column, in name order.
+
+    ``quote_literal`` of NULL is NULL and ``concat`` skips NULLs, so a NULL column
+    contributes nothing; the quoting keeps values from running into each other.
+    """
+    parts = [
+        sql.SQL("{} || quote_literal({})").format(
+            sql.Literal(json.dumps(name) + ":"), _canonical(sql.Identifier(alias, name), ddl)
+        )
+        for name, ddl in sorted(columns)
+    ]
+    if not parts:
+        return sql.SQL("md5('')")
+    return sql.SQL("md5(concat({}))").format(sql.SQL(", ").join(parts))
 
 
 def counts_select(ctx: SqlContext, measures: dict[str, sql.Composable]) -> sql.Composable:

@@ -8,6 +8,13 @@ only ``skipped`` and ``failed`` rows are written in a transaction of their own (
 transaction either never started or was rolled back).
 
 Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped``.
+
+Watermarks are kept with their column and the SQL type they are compared in
+(``column_type``, version 2). The value is the text of that type as a pinned session
+prints it (:mod:`ematix_flow._session`: ISO dates, UTC), so every run reads back exactly
+the value it stored. A version-1 value (no ``column_type``) was printed under whatever
+settings its target session had; :func:`canonical_legacy_watermark` reads it back under
+those settings once, and the next successful run stores it in the canonical form.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from psycopg import sql
 __all__ = [
     "STATE_VERSION",
     "HistoryRow",
+    "StoredWatermark",
+    "canonical_legacy_watermark",
     "ensure_state",
     "lock_key",
     "read_history",
@@ -33,7 +42,7 @@ __all__ = [
     "upsert_watermark_sql",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 #: First key of every advisory lock the engine takes (the second is per pipeline/target).
 LOCK_NAMESPACE = 0x0E3A71F
 _CREATE_LOCK = 0x0E3A720
@@ -74,6 +83,8 @@ def _ddl(schema: str) -> list[sql.Composed]:
             "value text, batch_id uuid, updated_at timestamptz NOT NULL, "
             "PRIMARY KEY (pipeline, target))"
         ).format(s),
+        # version 2: the type a watermark is compared in
+        sql.SQL("ALTER TABLE {}.watermarks ADD COLUMN IF NOT EXISTS column_type text").format(s),
         sql.SQL(
             "INSERT INTO {}.schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING"
         ).format(s, sql.Literal(STATE_VERSION)),
@@ -89,6 +100,15 @@ def state_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
     return bool(row and row[0])
 
 
+def _state_current(conn: psycopg.Connection[Any], schema: str) -> bool:
+    if not state_exists(conn, schema):
+        return False
+    row = conn.execute(
+        sql.SQL("SELECT max(version) FROM {}.schema_version").format(sql.Identifier(schema))
+    ).fetchone()
+    return bool(row and row[0] is not None and row[0] >= STATE_VERSION)
+
+
 def ensure_state(conn: psycopg.Connection[Any], schema: str | None = None) -> None:
     """Create the state schema if missing, in its own committed transaction.
 
@@ -96,34 +116,84 @@ def ensure_state(conn: psycopg.Connection[Any], schema: str | None = None) -> No
     """
     schema = schema or state_schema()
     with conn.transaction():
-        if state_exists(conn, schema):
+        if _state_current(conn, schema):
             return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+        if _state_current(conn, schema):
+            return
         for stmt in _ddl(schema):
             conn.execute(stmt)
 
 
+@dataclass(frozen=True)
+class StoredWatermark:
+    """A target's stored watermark: its column, the type it is compared in (``None``
+    for a version-1 row), and the value as that type's canonical text (``None``: the
+    source had no value yet)."""
+
+    column: str
+    column_type: str | None
+    value: str | None
+
+
 def read_watermark(
     conn: psycopg.Connection[Any], schema: str, pipeline: str, target: str
-) -> str | None:
+) -> StoredWatermark | None:
     row = conn.execute(
-        sql.SQL("SELECT value FROM {}.watermarks WHERE pipeline = %s AND target = %s").format(
-            sql.Identifier(schema)
-        ),
+        sql.SQL(
+            "SELECT column_name, column_type, value FROM {}.watermarks "
+            "WHERE pipeline = %s AND target = %s"
+        ).format(sql.Identifier(schema)),
         (pipeline, target),
     ).fetchone()
-    return None if row is None else row[0]
+    return None if row is None else StoredWatermark(*row)
+
+
+#: Settings that decide how a date/time value is printed and read back.
+_TEXT_SETTINGS = ("DateStyle", "TimeZone", "IntervalStyle")
+
+
+def canonical_legacy_watermark(conn: psycopg.Connection[Any], value: str, type_sql: str) -> str:
+    """A version-1 watermark (printed under the target session's own settings, before
+    sessions were pinned) as the canonical text of ``type_sql``.
+
+    It is read back under the settings this session started with (``pg_settings.
+    reset_val``: the database's, the role's and the client's), which are the ones it
+    was printed under unless they changed since, then printed under the pinned ones.
+    """
+    from ematix_flow._session import PINNED
+
+    pinned = dict(PINNED)
+    type_ = sql.SQL(type_sql)
+    with conn.transaction():
+        conn.execute(
+            "SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)",
+            (list(_TEXT_SETTINGS),),
+        )
+        # Binary results: the typed value reaches Python without being printed.
+        with conn.cursor(binary=True) as cur:
+            row = cur.execute(
+                sql.SQL("SELECT CAST(CAST(%s AS text) AS {})").format(type_), (value,)
+            ).fetchone()
+        for name in _TEXT_SETTINGS:
+            conn.execute("SELECT set_config(%s, %s, true)", (name, pinned[name]))
+        back = conn.execute(
+            sql.SQL("SELECT CAST(CAST(%b AS {}) AS text)").format(type_),
+            (None if row is None else row[0],),
+        ).fetchone()
+    return value if back is None or back[0] is None else str(back[0])
 
 
 def upsert_watermark_sql(schema: str) -> sql.Composed:
-    """Parameters: pipeline, target, column, value (text), batch_id."""
+    """Parameters: pipeline, target, column, column_type, value (canonical text), batch_id."""
     return sql.SQL(
-        "INSERT INTO {}.watermarks AS w (pipeline, target, column_name, value, batch_id, "
-        "updated_at) VALUES (%(pipeline)s, %(target)s, %(column)s, %(watermark)s, "
-        "%(batch_id)s, now()) ON CONFLICT (pipeline, target) DO UPDATE SET "
-        "column_name = EXCLUDED.column_name, value = EXCLUDED.value, "
-        "batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at"
+        "INSERT INTO {}.watermarks AS w (pipeline, target, column_name, column_type, value, "
+        "batch_id, updated_at) VALUES (%(pipeline)s, %(target)s, %(column)s, "
+        "%(column_type)s, %(watermark)s, %(batch_id)s, now()) ON CONFLICT (pipeline, target) "
+        "DO UPDATE SET column_name = EXCLUDED.column_name, column_type = "
+        "EXCLUDED.column_type, value = EXCLUDED.value, batch_id = EXCLUDED.batch_id, "
+        "updated_at = EXCLUDED.updated_at"
     ).format(sql.Identifier(schema))
 
 

@@ -124,7 +124,8 @@ def test_verbose_preview_explains_every_decision(project: Any) -> None:
     assert "merge keys          (customer_id)  [from primary_key=True]" in out
     assert "compare columns     (email, name, updated_at)  [default:" in out
     assert "deletes             hard  keys absent from the snapshot are deleted" in out
-    assert "watermark           updated_at: " in out and "(stored watermark)" in out
+    assert "watermark           updated_at: " in out
+    assert "(stored watermark, compared as timestamp with time zone)" in out
     for column in ("valid_from", "valid_to", "is_current", "row_hash", "_loaded_at", "_batch_id"):
         assert line_with(out, column, "+ framework"), column
     assert line_with(out, "customer_id", "bigint", "NOT NULL", "key")
