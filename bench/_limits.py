@@ -12,6 +12,10 @@
   new keys; anti-join by ``NOT EXISTS``), one transaction.
 
 Both return seconds measured around the whole unit of work (connect → commit).
+
+- :func:`hash_cost` — the row hash alone, today's canonical one against the previous
+  ``md5(ROW(…)::text)``, over the source table (same-DB) and over a temporary stage
+  (cross-DB).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "create_limit_scd2_target",
     "hand_merge",
     "hand_scd2",
+    "hash_cost",
 ]
 
 COPY_BUFFER = 128 * 1024
@@ -139,3 +144,38 @@ def hand_scd2(target_url: str, table: str) -> LimitTiming:
     return LimitTiming(
         t2 - t0, phases=(("close", t1 - t0), ("insert", t2 - t1)), rows_written=closed + inserted
     )
+
+
+#: The types of the compared columns, as the engine's hash sees them.
+_NON_KEY_TYPES = {
+    "name": "text",
+    "category": "text",
+    "amount": "numeric(12,2)",
+    "active": "boolean",
+    "updated_at": "timestamp with time zone",
+}
+
+
+def hash_cost(target_url: str, *, stage: bool) -> tuple[float, float]:
+    """Seconds to hash every row of ``public.items`` (or of a TEMP copy of it, the
+    cross-DB stage) with the previous hash and with the engine's canonical one:
+    ``(previous, canonical)``. Each is ``SELECT max(hash)``, so every row is hashed."""
+    from ematix_flow._engine.sql_common import render, row_hash
+    from ematix_flow._session import pin
+
+    canonical = render(row_hash("i", [(c, _NON_KEY_TYPES[c]) for c in NON_KEY]))
+    previous = _HASH.replace("md5(ROW(", "md5(ROW(i.", 1).replace(", ", ", i.")
+    with psycopg.connect(target_url) as conn:
+        pin(conn)  # the engine's sessions run pinned; so does this yardstick
+        relation = "public.items"
+        if stage:
+            conn.execute("CREATE TEMP TABLE hash_stage AS SELECT * FROM public.items")
+            conn.execute("ANALYZE hash_stage")
+            relation = "pg_temp.hash_stage"
+        times = []
+        for expr in (previous, canonical):
+            t0 = time.perf_counter()
+            conn.execute(f"SELECT max({expr}) FROM {relation} AS i").fetchone()
+            times.append(time.perf_counter() - t0)
+        conn.rollback()
+    return times[0], times[1]

@@ -162,7 +162,7 @@ class RunReport:
 # the same facts, so what ``print(report)`` says and what ``flow preview`` draws agree.
 
 _ACTION_TITLE = {"run": "run", "dry_run": "dry run (rolled back)", "preview": "preview"}
-_MARK = {"succeeded": "✓", "planned": "✓", "skipped": "–", "failed": "✗"}
+_MARK = {"succeeded": "✓", "planned": "✓", "skipped": "–", "failed": "✗", "not_run": "·"}
 
 
 def _explain(report: RunReport, *, verbose: bool) -> str:
@@ -270,6 +270,7 @@ def sync(
     ttl: timedelta | NotGiven | None = NOT_GIVEN,
     handle_deletes: str | NotGiven | None = NOT_GIVEN,
     incremental_column: str | NotGiven | None = NOT_GIVEN,
+    incremental_lookback: timedelta | float | NotGiven | None = NOT_GIVEN,
     lock_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
     statement_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
     force_path: str | None = None,
@@ -304,6 +305,7 @@ def sync(
         "ttl": ttl,
         "handle_deletes": handle_deletes,
         "incremental_column": incremental_column,
+        "incremental_lookback": incremental_lookback,
         "lock_timeout": lock_timeout,
         "statement_timeout": statement_timeout,
     }
@@ -338,6 +340,7 @@ def sync(
             ttl=given["ttl"],
             handle_deletes=given["handle_deletes"],
             incremental_column=given["incremental_column"],
+            incremental_lookback=given["incremental_lookback"],
             lock_timeout=given["lock_timeout"],
             statement_timeout=given["statement_timeout"],
             force_path=force_path,
@@ -398,6 +401,35 @@ def sync(
 
 
 _TIMEOUTS = ("lock_timeout", "statement_timeout")
+
+
+def not_run(*, target: Any, target_connection: Any, mode: str, reason: str) -> None:
+    """Record that ``target`` was not run in the current run (an earlier target failed
+    and the pipeline halts on the first failure): a ``not_run`` result in the report
+    and, for a real run, a ``not_run`` row in the target's run history."""
+    report = _report.get()
+    if report is None:
+        return
+    spec = table_spec(target)
+    report.results.append(
+        TargetResult(
+            pipeline=report.pipeline,
+            target=spec.qualified_name,
+            mode=mode,
+            status="not_run",
+            error=reason,
+            dry_run=report.action == "dry_run",
+        )
+    )
+    if report.action == "run":
+        record_failure(
+            target_connection,
+            pipeline=report.pipeline,
+            target=spec.qualified_name,
+            mode=mode,
+            error=reason,
+            status="not_run",
+        )
 
 
 def _warn(report: RunReport, messages: Sequence[str]) -> None:

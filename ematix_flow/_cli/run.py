@@ -96,13 +96,16 @@ def _render_report(report: RunReport) -> None:
 
     out = console()
     for r in report.results:
-        mark = {"succeeded": "✓", "skipped": "-", "planned": "·"}.get(r.status, "✗")
-        style = {"succeeded": "green", "skipped": "yellow"}.get(r.status, "red")
+        mark = {"succeeded": "✓", "skipped": "-", "planned": "·", "not_run": "·"}.get(r.status, "✗")
+        style = {"succeeded": "green", "skipped": "yellow", "not_run": "yellow"}.get(
+            r.status, "red"
+        )
         line = Text(f"{mark} ", style=style) + Text(f"{r.target}  {r.mode}  {r.path or '—'}  ")
         if r.status == "succeeded":
+            expired = f"  expired {r.rows_expired}" if r.rows_expired else ""
             line += Text(
                 f"inserted {r.rows_inserted}  updated {r.rows_updated}  deleted "
-                f"{r.rows_deleted}  unchanged {r.rows_unchanged}  {r.duration_s:.2f}s"
+                f"{r.rows_deleted}  unchanged {r.rows_unchanged}{expired}  {r.duration_s:.2f}s"
             )
         else:
             line += Text(f"{r.status}: {r.error or ''}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from ematix_flow._errors import DefinitionError
@@ -64,6 +65,7 @@ OPTION_NAMES: Final = (
     "ttl",
     "handle_deletes",
     "incremental_column",
+    "incremental_lookback",
     "lock_timeout",
     "statement_timeout",
 )
@@ -101,6 +103,15 @@ def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str
             raise DefinitionError(
                 f"{where}: ttl= must be a positive datetime.timedelta, e.g. "
                 f"ttl=timedelta(days=7), got {value!r}"
+            )
+        return value
+    if name == "incremental_lookback":
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (timedelta, int, float, Decimal)):
+            raise DefinitionError(
+                f"{where}: incremental_lookback= is a datetime.timedelta for a date/time "
+                f"incremental column, or a number for a numeric one, got {value!r}"
             )
         return value
     if name in _TIMEOUTS:

@@ -131,6 +131,7 @@ def pipeline(
     compare_columns: Any = NOT_GIVEN,
     update_columns: Any = NOT_GIVEN,
     incremental_column: Any = NOT_GIVEN,
+    incremental_lookback: Any = NOT_GIVEN,
     lock_timeout: Any = NOT_GIVEN,
     statement_timeout: Any = NOT_GIVEN,
     source_connection: str | None = None,
@@ -145,7 +146,7 @@ def pipeline(
 
     Per-target options (``mode=``, ``keys=``, ``compare_columns=``, ``update_columns=``,
     ``event_timestamp_column=``, ``ttl=``, ``handle_deletes=``, ``incremental_column=``,
-    ``lock_timeout=``, ``statement_timeout=``) resolve per option:
+    ``incremental_lookback=``, ``lock_timeout=``, ``statement_timeout=``) resolve per option:
     ``ematix.target(...)`` → this decorator → the table's ``@ematix.table(...)``
     defaults → the engine's default. An option left out falls
     through; ``None`` is a value (``handle_deletes=None`` switches a table's
@@ -180,6 +181,7 @@ def pipeline(
         "compare_columns": compare_columns,
         "update_columns": update_columns,
         "incremental_column": incremental_column,
+        "incremental_lookback": incremental_lookback,
         "lock_timeout": lock_timeout,
         "statement_timeout": statement_timeout,
     }
@@ -449,16 +451,42 @@ class DeclaredPipeline:
 
         results: list[Any] = []
         first_error: BaseException | None = None
-        for tgt in spec.targets:
+        for i, tgt in enumerate(spec.targets):
             try:
                 results.append(self._sync_target(tgt, connection))
             except Exception as exc:
                 if not keep_going:
+                    self._not_run(spec.targets[i + 1 :], failed=tgt, connection=connection)
                     raise
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
         return results
+
+    def _not_run(
+        self,
+        rest: Sequence[ResolvedTarget],
+        *,
+        failed: ResolvedTarget,
+        connection: Callable[[str], Any],
+    ) -> None:
+        """The targets after a failed one, when the pipeline halts: each gets its own
+        ``not_run`` result and history row, naming the target that stopped the run."""
+        failed_name = failed.qualified_name
+        for tgt in rest:
+            try:
+                conn = connection(tgt.connection)
+            except Exception:  # an unknown connection: the report still lists the target
+                conn = tgt.connection
+            _api().not_run(
+                target=tgt.table,
+                target_connection=conn,
+                mode=tgt.mode,
+                reason=(
+                    f"not run: target {failed_name} failed before it, and the pipeline "
+                    "stops at the first failure (continue_on_failure=True runs the rest)"
+                ),
+            )
 
     def _sync_target(self, tgt: ResolvedTarget, connection: Callable[[str], Any]) -> Any:
         spec = self.spec

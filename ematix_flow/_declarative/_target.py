@@ -53,6 +53,7 @@ class Target:
     compare_columns: Any = NOT_GIVEN
     update_columns: Any = NOT_GIVEN
     incremental_column: Any = NOT_GIVEN
+    incremental_lookback: Any = NOT_GIVEN
     lock_timeout: Any = NOT_GIVEN
     statement_timeout: Any = NOT_GIVEN
 
@@ -97,6 +98,7 @@ def target(
     compare_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
     update_columns: tuple[str, ...] | NotGiven | None = NOT_GIVEN,
     incremental_column: str | NotGiven | None = NOT_GIVEN,
+    incremental_lookback: timedelta | float | NotGiven | None = NOT_GIVEN,
     lock_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
     statement_timeout: float | timedelta | NotGiven | None = NOT_GIVEN,
 ) -> Target:
@@ -123,6 +125,7 @@ def target(
         compare_columns=compare_columns,
         update_columns=update_columns,
         incremental_column=incremental_column,
+        incremental_lookback=incremental_lookback,
         lock_timeout=lock_timeout,
         statement_timeout=statement_timeout,
     )

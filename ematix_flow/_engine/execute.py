@@ -24,7 +24,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,12 @@ from psycopg.rows import dict_row
 
 from ematix_flow._engine import state
 from ematix_flow._engine.copy import pipe
-from ematix_flow._engine.explain import driver_message, explain, untranslatable
+from ematix_flow._engine.explain import (
+    driver_message,
+    duplicates_error,
+    explain,
+    untranslatable,
+)
 from ematix_flow._engine.inspect import describe, inspect_target
 from ematix_flow._engine.plan import Plan, Step, build_plan, copy_in_sql, copy_out_sql, stage_sql
 from ematix_flow._engine.sql_common import cast_type
@@ -67,7 +72,7 @@ class TargetResult:
     pipeline: str
     target: str
     mode: str
-    status: str  # succeeded | failed | skipped | planned
+    status: str  # succeeded | failed | skipped | not_run | planned
     path: str | None = None
     batch_id: str | None = None
     duration_s: float = 0.0
@@ -102,6 +107,7 @@ class TargetResult:
             "rows_updated": self.rows_updated,
             "rows_deleted": self.rows_deleted,
             "rows_unchanged": self.rows_unchanged,
+            "rows_expired": self.rows_expired,
             "batch_id": self.batch_id,
             "duration_s": self.duration_s,
             "error": self.error,
@@ -232,6 +238,10 @@ def execute(
         if waited is not None:
             result.error = str(waited)
             result.exception = waited
+    if result.status != "succeeded" and not dry_run:
+        # rolled back: no work to report
+        result.rows_inserted = result.rows_updated = result.rows_deleted = 0
+        result.rows_unchanged = result.rows_expired = 0
     result.duration_s = time.perf_counter() - t0
     result.t0 = 0.0
     if tconn is not None:
@@ -253,6 +263,8 @@ def _record(
 
 
 def _history_params(result: TargetResult, started: datetime) -> dict[str, Any]:
+    # Counts only for work that committed (the succeeded row is written with it).
+    done = result.status in ("succeeded", "planned")
     return {
         "pipeline": result.pipeline,
         "target": result.target,
@@ -263,10 +275,11 @@ def _history_params(result: TargetResult, started: datetime) -> dict[str, Any]:
         "started_at": started,
         "finished_at": datetime.now(UTC),
         "duration_s": time.perf_counter() - result.t0 if result.t0 else result.duration_s,
-        "rows_inserted": result.rows_inserted,
-        "rows_updated": result.rows_updated,
-        "rows_deleted": result.rows_deleted,
-        "rows_unchanged": result.rows_unchanged,
+        "rows_inserted": result.rows_inserted if done else None,
+        "rows_updated": result.rows_updated if done else None,
+        "rows_deleted": result.rows_deleted if done else None,
+        "rows_unchanged": result.rows_unchanged if done else None,
+        "rows_expired": result.rows_expired if done else None,
         "error": result.error,
     }
 
@@ -428,6 +441,14 @@ def _step(
     if step.kind == "setting":
         conn.execute(step.sql)
         return None
+    if step.kind == "check":
+        try:
+            found = conn.execute(step.sql).fetchall()
+        except psycopg.Error as exc:
+            raise explain(exc, conn=conn, ctx=ctx, where=where, step=step.label) from exc
+        if found:
+            raise duplicates_error(found, ctx, where)
+        return 0
     if step.kind == "ddl":
         return _ddl(conn, step.sql, plan.options.timeouts)
     if step.kind == "data":
@@ -436,6 +457,15 @@ def _step(
                 row = cur.execute(step.sql).fetchone() or {}
         except psycopg.Error as exc:
             raise explain(exc, conn=conn, ctx=ctx, where=where, step=step.label) from exc
+        nulls = int(row.get("null_incremental") or 0)
+        if nulls:
+            raise SourceError(
+                f"{where}, column {ctx.incremental_column!r}: {nulls} source row(s) have "
+                f"NULL in incremental_column={ctx.incremental_column!r}. A high-water mark "
+                "cannot place them: every later run would skip them. Nothing was written. "
+                "Fix: COALESCE the column in the source query (e.g. COALESCE(updated_at, "
+                "created_at)), filter those rows out, or drop incremental_column=."
+            )
         return _apply(row, counts, result)
     # state steps
     if step.label == "store watermark":
@@ -452,8 +482,7 @@ def _step(
         )
         result.watermark_after = counts.get("watermark") or plan.watermark_before
         return 1
-    params = _history_params(result, started)
-    params["status"] = "succeeded"
+    params = _history_params(replace(result, status="succeeded"), started)
     conn.execute(step.sql, params)
     return 1
 
@@ -579,7 +608,7 @@ def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult)
     ``source_rows``/``watermark``, ``inserted``/``updated``/``deleted``, or ``written``
     = inserted + updated for scd2, ``expired``)."""
     counts.update(values)
-    result.rows_expired = int(counts.get("expired", 0))
+    result.rows_expired = int(counts.get("expired", 0)) + int(counts.get("expired_new", 0))
     updated = int(counts.get("updated", 0))
     if "written" in counts:
         written = int(counts["written"])
@@ -597,14 +626,21 @@ def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult)
 
 
 def record_failure(
-    target_connection: Any, *, pipeline: str, target: str, mode: str, error: str
+    target_connection: Any,
+    *,
+    pipeline: str,
+    target: str,
+    mode: str,
+    error: str,
+    status: str = "failed",
 ) -> None:
-    """Best effort: a ``failed`` run-history row for a target that failed before it
-    could execute (an invalid definition found while planning). Never raises."""
+    """Best effort: a run-history row for a target that failed before it could execute
+    (an invalid definition found while planning), or that was not run at all
+    (``status="not_run"``: an earlier target failed). Never raises."""
     from ematix_flow.source import resolve_connection
 
     now = datetime.now(UTC)
-    result = TargetResult(pipeline=pipeline, target=target, mode=mode, status="failed", error=error)
+    result = TargetResult(pipeline=pipeline, target=target, mode=mode, status=status, error=error)
     try:
         conn = resolve_connection(target_connection)
         with conn.open(autocommit=True, connect_timeout=5) as pg:

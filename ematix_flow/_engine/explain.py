@@ -57,31 +57,21 @@ def explain(
 ) -> EmatixFlowError:
     state = exc.sqlstate or ""
     message = driver_message(exc)
-    if state in ("23505", "21000") and ctx.keys:
-        found = _probe(
-            conn,
-            sql.SQL(
-                "WITH {} SELECT {}, count(*) AS n, count(*) OVER () AS total FROM src "
-                "GROUP BY {} HAVING count(*) > 1 ORDER BY {} LIMIT {}"
-            ).format(
-                ctx.src_cte(),
-                sql.SQL(", ").join(map(sql.Identifier, ctx.keys)),
-                sql.SQL(", ").join(map(sql.Identifier, ctx.keys)),
-                sql.SQL(", ").join(map(sql.Identifier, ctx.keys)),
-                sql.Literal(SAMPLE_KEYS),
-            ),
-        )
+    if state in ("23505", "21000") and ctx.batch_keys:
+        found = _probe(conn, duplicates_sql(ctx))
         if isinstance(found, list) and found:
-            total = found[0][-1]
-            k = len(ctx.keys)
-            samples = ", ".join(
-                "(" + ", ".join(repr(v) for v in row[:k]) + f") ×{row[k]}" for row in found
-            )
-            return SourceError(
-                f"{where}, key column(s) ({', '.join(ctx.keys)}): the source batch holds "
-                f"{total} duplicated key(s), e.g. {samples}. Each key must appear once per "
-                "batch: de-duplicate the source query (e.g. SELECT DISTINCT ON (keys) … "
-                "ORDER BY keys, <newest first>) or choose keys that identify a row."
+            return duplicates_error(found, ctx, where)
+        constraint = getattr(exc.diag, "constraint_name", None)
+        if state == "23505" and constraint:
+            return SyncError(
+                f"{where}: step {step!r}: {message}. Another target row already holds "
+                f"that value of unique constraint {constraint!r} — e.g. two rows swapping a "
+                "unique value. The rows are matched by the keys "
+                f"({', '.join(ctx.keys)}), and a constraint that is checked per row cannot "
+                "pass through the moment both hold the value. Nothing was written. Fix: "
+                f"make {constraint!r} DEFERRABLE (ALTER TABLE … DROP CONSTRAINT …, then ADD "
+                "CONSTRAINT … UNIQUE (…) DEFERRABLE; tables ematix-flow creates have it), or "
+                "change one row in the source first."
             )
     if state == "23502":
         column = getattr(exc.diag, "column_name", None)
@@ -108,6 +98,40 @@ def explain(
     if state in ("23505", "23503", "23514"):
         return SyncError(f"{where}: step {step!r} violates a constraint of the target: {message}")
     return SyncError(f"{where}: step {step!r} failed: {message}")
+
+
+def duplicates_sql(ctx: SqlContext) -> sql.Composable:
+    """The keys that appear more than once in the batch (up to :data:`SAMPLE_KEYS`,
+    with their count and the number of such keys), read from the source relation with
+    only the key columns cast: one aggregate over the batch."""
+    keys = ctx.batch_keys
+    items = sql.SQL(", ").join(
+        sql.SQL("CAST({} AS {}) AS {}").format(
+            sql.Identifier("q", k), sql.SQL(cast_type(ctx.table.column(k))), sql.Identifier(k)
+        )
+        for k in keys
+    )
+    names = sql.SQL(", ").join(map(sql.Identifier, keys))
+    return sql.SQL(
+        "SELECT {names}, count(*) AS n, count(*) OVER () AS total "
+        "FROM (SELECT {items} FROM {rel}) AS d GROUP BY {names} HAVING count(*) > 1 "
+        "ORDER BY {names} LIMIT {limit}"
+    ).format(names=names, items=items, rel=ctx.source_relation(), limit=sql.Literal(SAMPLE_KEYS))
+
+
+def duplicates_error(found: list[tuple[Any, ...]], ctx: SqlContext, where: str) -> SourceError:
+    """The error for the rows :func:`duplicates_sql` found."""
+    keys = ctx.batch_keys
+    total = found[0][-1]
+    k = len(keys)
+    samples = ", ".join("(" + ", ".join(repr(v) for v in row[:k]) + f") ×{row[k]}" for row in found)
+    return SourceError(
+        f"{where}, key column(s) ({', '.join(keys)}): the source batch holds "
+        f"{total} duplicated key(s), e.g. {samples}. Each key must appear once per "
+        "batch: de-duplicate the source query (e.g. SELECT DISTINCT ON (keys) … "
+        "ORDER BY keys, <newest first>) or choose keys that identify a row. Nothing was "
+        "written."
+    )
 
 
 def _source_fails(

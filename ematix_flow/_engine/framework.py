@@ -14,6 +14,10 @@ partial unique index ``<table>_current_key ON (keys) WHERE is_current``
 (:func:`current_index_name`), which the engine creates with the table (or adds to an
 existing table).
 
+Append keeps every batch: a declared primary key or unique constraint is carried with
+``_batch_id`` appended, so a key loaded again by a later run is a new row, not a
+constraint violation.
+
 A merge key that no declared constraint covers (explicit ``keys=``) gets a unique
 constraint when the engine creates the table; an existing table without one is refused
 by the planner, because ``ON CONFLICT`` needs it.
@@ -28,7 +32,13 @@ from ematix_flow._errors import DefinitionError
 from ematix_flow._tablespec import MAX_IDENTIFIER_BYTES, ColumnSpec, TableSpec
 from ematix_flow.types import Boolean, Text, TimestampTZ, Uuid
 
-__all__ = ["current_index_name", "framework_columns", "physical_table"]
+__all__ = [
+    "current_index_name",
+    "framework_columns",
+    "mode_of",
+    "physical_table",
+    "watermark_index_name",
+]
 
 
 def framework_columns(mode: str, handle_deletes: str | None) -> tuple[ColumnSpec, ...]:
@@ -53,6 +63,16 @@ def framework_columns(mode: str, handle_deletes: str | None) -> tuple[ColumnSpec
     if handle_deletes == "soft" and mode in ("merge", "scd1"):
         out.append(ColumnSpec("_deleted_at", TimestampTZ(), nullable=True, framework=True))
     return tuple(out)
+
+
+def mode_of(table: TableSpec) -> str | None:
+    """The mode a reflected table was built for, read from its framework columns
+    (``merge`` adds none: a table with none of them reads as merge)."""
+    names = set(table.column_names)
+    for mode in ("scd2", "scd1", "append"):
+        if all(c.name in names for c in framework_columns(mode, None)):
+            return mode
+    return "merge"
 
 
 def _covered(keys: tuple[str, ...], constraints: list[tuple[str, ...]]) -> bool:
@@ -87,6 +107,12 @@ def physical_table(
         pk = (*pk, "valid_from") if pk else ()
         uniques = [(*u, "valid_from") for u in uniques]
         wanted = (*keys, "valid_from")
+    elif mode == "append":
+        # Every batch is kept: a key identifies a row within its batch (a key
+        # loaded again by a later run is a new row), as valid_from does for scd2.
+        pk = (*pk, "_batch_id") if pk else ()
+        uniques = [(*u, "_batch_id") for u in uniques]
+        wanted = keys
     else:
         wanted = keys
     if keys and not _covered(wanted, [pk, *uniques]):
@@ -101,12 +127,22 @@ def physical_table(
     )
 
 
-def current_index_name(table: TableSpec) -> str:
-    """``<table>_current_key``, shortened with a hash beyond 63 bytes."""
-    name = f"{table.name}_current_key"
+def _index_name(stem: str, suffix: str) -> str:
+    name = f"{stem}{suffix}"
     if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
         return name
-    digest = hashlib.sha256(table.name.encode()).hexdigest()[:8]
-    tail = f"_{digest}_current_key"
-    head = table.name.encode()[: MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore")
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+    tail = f"_{digest}{suffix}"
+    head = stem.encode()[: MAX_IDENTIFIER_BYTES - len(tail)].decode(errors="ignore")
     return head + tail
+
+
+def current_index_name(table: TableSpec) -> str:
+    """``<table>_current_key``, shortened with a hash beyond 63 bytes."""
+    return _index_name(table.name, "_current_key")
+
+
+def watermark_index_name(table: TableSpec, column: str) -> str:
+    """``<table>_<column>_watermark``: an incremental append without keys finds the rows
+    it already loaded at the watermark's value through it."""
+    return _index_name(f"{table.name}_{column}", "_watermark")

@@ -33,6 +33,8 @@ class TargetFacts:
     reltuples: float | None = None
     #: The comment on the table's ``row_hash`` column (it names the hash's version).
     row_hash_comment: str | None = None
+    #: An scd2 table holds a current version starting after now() (event time ahead).
+    future_valid_from: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ def inspect_target(
     names: set[str] = set()
     reltuples = None
     hash_comment = None
+    future = False
     if reflected is not None:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             row = cur.execute(
@@ -95,13 +98,22 @@ def inspect_target(
                 names.add(name)
                 if usable:
                     unique.add(frozenset(columns))
+            if {"valid_from", "is_current"} <= set(reflected.column_names):
+                from psycopg import sql
+
+                row = cur.execute(
+                    sql.SQL(
+                        "SELECT EXISTS (SELECT 1 FROM {} WHERE is_current AND valid_from > now())"
+                    ).format(sql.Identifier(table.schema, table.name))
+                ).fetchone()
+                future = bool(row and row[0])
     watermark = None
     if incremental and state.state_exists(conn, state_schema):
         watermark = state.read_watermark(conn, state_schema, pipeline, table.qualified_name)
         if watermark is not None and watermark.column_type is None:
             watermark = _canonical_legacy(conn, watermark, table)
     return TargetFacts(
-        reflected, frozenset(unique), frozenset(names), watermark, reltuples, hash_comment
+        reflected, frozenset(unique), frozenset(names), watermark, reltuples, hash_comment, future
     )
 
 

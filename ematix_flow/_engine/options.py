@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Literal
 
+from ematix_flow._engine.sql_common import is_temporal
 from ematix_flow._errors import DefinitionError
 from ematix_flow._session import Timeouts, resolve_timeouts, timeout_seconds
 from ematix_flow._tablespec import TableSpec
@@ -50,6 +52,9 @@ class TargetOptions:
     ttl: timedelta | None = None
     handle_deletes: str | None = None
     incremental_column: str | None = None
+    #: Re-read this much below the watermark: a ``timedelta`` for a date/time
+    #: incremental column, a number for a numeric one.
+    incremental_lookback: timedelta | int | float | Decimal | None = None
     force_path: str | None = None
     #: Seconds (``None``: no limit); ``False``: not given, so the environment or the
     #: default decides (:func:`ematix_flow._session.resolve_timeouts`).
@@ -107,6 +112,8 @@ class TargetOptions:
             value = getattr(self, attr)
             if value is not False and value is not None:
                 object.__setattr__(self, attr, timeout_seconds(value, what=f"{attr}=", where=where))
+        if self.incremental_lookback is not None:
+            self._check_lookback(where)
         if self.handle_deletes not in DELETES:
             raise DefinitionError(
                 f"{where}: handle_deletes={self.handle_deletes!r} is not valid; use None, "
@@ -138,3 +145,45 @@ class TargetOptions:
                 f"{where}: mode='merge' compares the columns it updates; pass "
                 "update_columns= instead of compare_columns= (or use mode='scd1')"
             )
+
+    def _check_lookback(self, where: str) -> None:
+        value = self.incremental_lookback
+        if self.incremental_column is None:
+            raise DefinitionError(
+                f"{where}: incremental_lookback= re-reads rows below the watermark of "
+                "incremental_column=, which is not set; set both or drop incremental_lookback="
+            )
+        col = self.table.column(self.incremental_column)
+        temporal = is_temporal(col)
+        if temporal and not isinstance(value, timedelta):
+            raise DefinitionError(
+                f"{where}: incremental_lookback= for the {col.type.ddl} column "
+                f"{col.name!r} is a datetime.timedelta (e.g. timedelta(minutes=10)), got "
+                f"{value!r}"
+            )
+        if not temporal and (
+            isinstance(value, (timedelta, bool)) or not isinstance(value, (int, float, Decimal))
+        ):
+            raise DefinitionError(
+                f"{where}: incremental_lookback= for the {col.type.ddl} column "
+                f"{col.name!r} is a number in that column's units (e.g. 1000), got {value!r}"
+            )
+        if (value.total_seconds() if isinstance(value, timedelta) else value) <= 0:
+            raise DefinitionError(f"{where}: incremental_lookback= must be positive, got {value!r}")
+        if self.mode == "append" and not (self.table.primary_key or self.table.unique_constraints):
+            raise DefinitionError(
+                f"{where}: incremental_lookback= re-reads rows that are already loaded; "
+                "mode='append' can only skip them by a key, and this table declares none. "
+                "Declare a primary key or natural key that identifies a source row (pk(), "
+                "natural_key()), or use a keyed mode (merge), or drop incremental_lookback=."
+            )
+
+    @property
+    def lookback_sql(self) -> str | None:
+        """The lookback as SQL literal text (an interval's, or a number's)."""
+        value = self.incremental_lookback
+        if value is None:
+            return None
+        if isinstance(value, timedelta):
+            return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
+        return str(value)

@@ -22,6 +22,7 @@ from typing import Any
 from psycopg import sql
 
 from ematix_flow._engine import framework
+from ematix_flow._engine.explain import duplicates_sql
 from ematix_flow._engine.inspect import SourceColumn, TargetFacts
 from ematix_flow._engine.keys import resolve_keys
 from ematix_flow._engine.options import TargetOptions
@@ -42,7 +43,13 @@ from ematix_flow._engine.sql_scd2 import (
     ttl_sql,
 )
 from ematix_flow._engine.state import record_run_sql, state_schema, upsert_watermark_sql
-from ematix_flow._errors import DriftError, EmatixFlowError, SourceError, SyncError
+from ematix_flow._errors import (
+    DefinitionError,
+    DriftError,
+    EmatixFlowError,
+    SourceError,
+    SyncError,
+)
 from ematix_flow.source import Source
 
 __all__ = ["Decision", "Plan", "Problem", "Step", "build_plan", "plan"]
@@ -52,7 +59,7 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class Step:
-    """One statement of a plan. ``kind``: ddl, stage, copy, setting, data, state."""
+    """One statement of a plan. ``kind``: ddl, stage, copy, setting, check, data, state."""
 
     label: str
     kind: str
@@ -82,7 +89,11 @@ class Problem:
     message: str
 
     def error(self) -> EmatixFlowError:
-        cls = {"drift": DriftError, "source_column": SourceError}.get(self.kind, SyncError)
+        cls = {
+            "drift": DriftError,
+            "source_column": SourceError,
+            "definition": DefinitionError,
+        }.get(self.kind, SyncError)
         return cls(self.message)
 
     def to_dict(self) -> dict[str, str]:
@@ -348,6 +359,31 @@ def build_plan(
             problems.append(
                 Problem("definition", f"{where}: key column {col!r} cannot be in update_columns=")
             )
+    nullable_keys = [k for k in keys if spec.has_column(k) and spec.column(k).nullable]
+    if nullable_keys:
+        problems.append(
+            Problem(
+                "definition",
+                f"{where}: key column(s) {', '.join(map(repr, nullable_keys))} may be NULL "
+                f"(declared nullable); keys {decisions_reason(decisions, 'keys')}. A NULL key "
+                "matches no row — not even another NULL — so every run would insert that row "
+                "again. Declare the column NOT NULL (nullable=False, or drop '| None' from "
+                "its annotation; COALESCE it in the source query if it can be NULL there), or "
+                "pass keys= naming NOT NULL columns.",
+            )
+        )
+    pk_updated = [c for c in spec.primary_key if c in update and c not in keys]
+    if pk_updated:
+        decisions.append(
+            Decision(
+                "primary_key_updated",
+                tuple(pk_updated),
+                f"the merge keys ({', '.join(keys)}) {decisions_reason(decisions, 'keys')} "
+                f"are not the primary key, so primary-key column(s) ({', '.join(pk_updated)}) "
+                "are update columns: a source row that matches a target row by its keys "
+                "overwrites that row's primary key",
+            )
+        )
 
     reflected = tfacts.reflected if tfacts is not None else None
     physical = framework.physical_table(
@@ -358,6 +394,16 @@ def build_plan(
         existing=reflected,
     )
     fw = [c for c in physical.columns if c.framework]
+    if options.mode == "append" and (spec.primary_key or spec.unique_constraints):
+        decisions.append(
+            Decision(
+                "append_keys",
+                tuple(physical.primary_key) or tuple(physical.unique_constraints[0]),
+                "append keeps every batch: the declared primary key and unique constraints "
+                "carry _batch_id, so a key loaded again by a later run is a new row, and a "
+                "key twice in one batch is refused",
+            )
+        )
     decisions.append(
         Decision(
             "framework_columns",
@@ -423,6 +469,10 @@ def build_plan(
         unknown_list.append("source columns (source not inspected)")
 
     # --- the target table: create, drift, indexes ------------------------------------
+    # merge/scd1 match rows by their keys; any other unique constraint is created
+    # deferrable and deferred in the run, so rows that swap a unique value converge.
+    swap_keys = keys if options.mode in ("merge", "scd1") else None
+    create_sql = render(create_table_sql(physical, deferrable_except=swap_keys))
     steps: list[Step] = []
     drift_info: list[dict[str, Any]] = []
     table_exists: bool | None
@@ -433,17 +483,45 @@ def build_plan(
         steps.append(
             Step("create schema if missing", "ddl", render(create_schema_sql(physical.schema)))
         )
-        steps.append(Step("create table if missing", "ddl", render(create_table_sql(physical))))
+        steps.append(
+            Step(
+                "create table if missing",
+                "ddl",
+                create_sql,
+            )
+        )
     elif reflected is None:
         table_exists = False
         steps.append(Step("create schema", "ddl", render(create_schema_sql(physical.schema))))
-        steps.append(Step("create table", "ddl", render(create_table_sql(physical))))
+        steps.append(
+            Step(
+                "create table",
+                "ddl",
+                create_sql,
+            )
+        )
     else:
         table_exists = True
         diffs = compare_table(physical, reflected)
         for d in diffs:
             drift_info.append({"change": d.describe(), "additive": bool(d.additive)})
         bad = [d for d in diffs if not d.additive]
+        built_for = framework.mode_of(reflected)
+        if bad and built_for is not None and built_for != options.mode:
+            problems.append(
+                Problem(
+                    "drift",
+                    f"{where}: the existing table was built for mode={built_for!r} (its "
+                    f"columns say so), and this target is mode={options.mode!r}, which needs "
+                    "the columns "
+                    + ", ".join(c.name for c in fw)
+                    + ". ematix-flow does not convert a table from one mode to another. "
+                    f"Ways out: keep mode={built_for!r}; or sync into a new table (another "
+                    "table name); or drop or rename the old table so the next run builds it "
+                    f"for mode={options.mode!r} (its history starts again).",
+                )
+            )
+            bad = []
         if bad:
             problems.append(
                 Problem(
@@ -520,6 +598,28 @@ def build_plan(
         )
 
     # --- watermark -----------------------------------------------------------------
+    ctx_append_keys = (
+        (tuple(spec.primary_key) or tuple(spec.unique_constraints[0]))
+        if options.mode == "append" and (spec.primary_key or spec.unique_constraints)
+        else ()
+    )
+    if options.mode == "append" and options.incremental_column and not ctx_append_keys:
+        wm_index = framework.watermark_index_name(physical, options.incremental_column)
+        if tfacts is None or wm_index not in tfacts.index_names:
+            steps.append(
+                Step(
+                    "create watermark index",
+                    "ddl",
+                    render(
+                        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                            sql.Identifier(wm_index),
+                            sql.Identifier(physical.schema, physical.name),
+                            sql.Identifier(options.incremental_column),
+                        )
+                    ),
+                    note="finds the rows already loaded at the watermark's value",
+                )
+            )
     watermark_before: str | None = None
     if options.incremental_column:
         stored = tfacts.watermark if tfacts is not None else None
@@ -549,17 +649,27 @@ def build_plan(
         else:
             watermark_before = stored.value if stored is not None else None
             filt = watermark_before is not None
-            op = ">" if options.mode == "append" else ">="
+            below = (
+                f" minus incremental_lookback={options.lookback_sql!r}"
+                if options.incremental_lookback is not None
+                else ""
+            )
+            again = (
+                "rows already loaded are skipped (same keys and value)"
+                if options.mode == "append" and ctx_append_keys
+                else "rows already loaded are skipped (the same row at that value)"
+                if options.mode == "append"
+                else "rows already loaded are left alone when unchanged"
+            )
             reason = (
-                f"rows with {options.incremental_column} {op} {watermark_before!r} "
-                f"(stored watermark, compared as {wm_type})"
-                + (
-                    "; append reads strictly after it, so use a strictly increasing column"
-                    if op == ">"
-                    else "; rows at the watermark are re-read and left alone when unchanged"
+                (
+                    f"rows with {options.incremental_column} >= {watermark_before!r}{below} "
+                    f"(stored watermark, compared as {wm_type}); {again}"
+                    if filt
+                    else "no watermark stored yet: full load"
                 )
-                if filt
-                else "no watermark stored yet: full load"
+                + f"; a NULL {options.incremental_column} is refused (a high-water mark "
+                "cannot place it)"
             )
         decisions.append(Decision("watermark", watermark_before, reason))
     else:
@@ -576,9 +686,11 @@ def build_plan(
         incremental_column=options.incremental_column,
         watermark_filter=filt,
         event_timestamp_column=options.event_timestamp_column,
-        watermark_op=">" if options.mode == "append" else ">=",
+        watermark_op=">=",
+        lookback=options.lookback_sql,
         with_hash=options.mode in ("scd1", "scd2"),
         with_valid_from=options.mode == "scd2",
+        append_keys=ctx_append_keys,
     )
 
     # --- cross-DB stage ---------------------------------------------------------------
@@ -590,6 +702,17 @@ def build_plan(
                 "copy",
                 copy_out_sql(ctx, scols) + ";\n" + copy_in_sql(ctx),
                 note="binary COPY streamed from the source into the stage, ~128 KiB writes",
+            )
+        )
+
+    # --- checks on the batch ------------------------------------------------------------
+    if ctx.batch_keys:
+        steps.append(
+            Step(
+                "check: each key once in the batch",
+                "check",
+                render(duplicates_sql(ctx)),
+                note="a key twice in one batch would let row order pick the winner: refused",
             )
         )
 
@@ -609,6 +732,17 @@ def build_plan(
                 "setting",
                 "SET LOCAL enable_nestloop = off",
                 note="the target's statistics say it is empty",
+            )
+        )
+    if swap_keys is not None and any(
+        set(c) != set(keys) for c in (physical.primary_key, *physical.unique_constraints) if c
+    ):
+        steps.append(
+            Step(
+                "defer the other unique constraints",
+                "setting",
+                "SET CONSTRAINTS ALL DEFERRED",
+                note="checked at commit: rows may swap a unique value within the run",
             )
         )
     if options.mode == "append":
@@ -638,7 +772,12 @@ def build_plan(
                 "scd2: insert new versions",
                 "data",
                 render(
-                    scd2_insert_sql(ctx, handle_deletes=options.handle_deletes, ttl=options.ttl)
+                    scd2_insert_sql(
+                        ctx,
+                        handle_deletes=options.handle_deletes,
+                        ttl=options.ttl,
+                        future_valid_from=tfacts is None or tfacts.future_valid_from,
+                    )
                 ),
             )
         )

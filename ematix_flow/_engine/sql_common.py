@@ -40,6 +40,7 @@ __all__ = [
     "cast_type",
     "cols",
     "counts_select",
+    "is_temporal",
     "keys_match",
     "render",
     "row_hash",
@@ -97,12 +98,22 @@ class SqlContext:
     incremental_column: str | None
     watermark_filter: bool  # a stored watermark exists: filter the source by it
     event_timestamp_column: str | None = None
-    #: ">=" for keyed modes (re-reading rows at the stored maximum is harmless: unchanged
-    #: rows are not written, and a row that arrived late with that value is kept);
-    #: ">" for append, which would otherwise load the rows at the maximum twice.
-    watermark_op: str = ">"
+    #: The source is read from the stored maximum on (``>=``): a row that committed late
+    #: with that value arrives. Keyed modes leave rows already loaded unchanged; append
+    #: skips them (:meth:`already_appended`).
+    watermark_op: str = ">="
+    #: ``incremental_lookback=``: re-read this much below the watermark (an interval's
+    #: text for date/time columns, a number for numeric ones); ``None``: no lookback.
+    lookback: str | None = None
     with_hash: bool = False
     with_valid_from: bool = False
+    #: The columns that must be unique within one batch: the merge keys, or for append
+    #: the declared primary key (or first unique constraint), if any.
+    append_keys: tuple[str, ...] = ()
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return self.keys or self.append_keys
 
     @property
     def target(self) -> sql.Composable:
@@ -112,12 +123,27 @@ class SqlContext:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.declared)
 
-    def watermark_where(self, alias: str = "q") -> sql.Composable:
+    def watermark_value(self) -> sql.Composable:
+        """The stored watermark as its type (minus the lookback, if any)."""
         col = self.table.column(self.incremental_column or "")
         t = sql.SQL(cast_type(col))
+        value = sql.SQL("CAST(current_setting({}) AS {})").format(sql.Literal(WATERMARK_SETTING), t)
+        if self.lookback is None:
+            return value
+        amount_type = sql.SQL("interval" if is_temporal(col) else cast_type(col))
+        return sql.SQL("CAST({} - CAST({} AS {}) AS {})").format(
+            value, sql.Literal(self.lookback), amount_type, t
+        )
+
+    def watermark_where(self, alias: str = "q") -> sql.Composable:
+        """Rows from the watermark on — and rows whose incremental value is NULL, which a
+        high-water mark cannot place: they are read so the run can refuse them
+        (:meth:`source_stats` counts them) instead of skipping them forever."""
+        col = self.table.column(self.incremental_column or "")
+        ident = sql.Identifier(alias, col.name)
         op = sql.SQL(">=" if self.watermark_op == ">=" else ">")
-        return sql.SQL(" WHERE CAST({} AS {}) {} CAST(current_setting({}) AS {})").format(
-            sql.Identifier(alias, col.name), t, op, sql.Literal(WATERMARK_SETTING), t
+        return sql.SQL(" WHERE (CAST({} AS {}) {} {} OR {} IS NULL)").format(
+            ident, sql.SQL(cast_type(col)), op, self.watermark_value(), ident
         )
 
     def source_relation(self) -> sql.Composable:
@@ -167,11 +193,9 @@ class SqlContext:
         """``(SELECT count(*) AS source_rows[, max(inc)::text AS watermark] FROM src) s``."""
         items: list[sql.Composable] = [sql.SQL("count(*) AS source_rows")]
         if self.incremental_column:
-            items.append(
-                sql.SQL("max({})::text AS watermark").format(
-                    sql.Identifier(self.incremental_column)
-                )
-            )
+            inc = sql.Identifier(self.incremental_column)
+            items.append(sql.SQL("max({})::text AS watermark").format(inc))
+            items.append(sql.SQL("count(*) - count({}) AS null_incremental").format(inc))
         return sql.SQL("(SELECT {} FROM src) AS s").format(sql.SQL(", ").join(items))
 
     def source_rescan_stats(self) -> sql.Composable:
@@ -192,9 +216,20 @@ class SqlContext:
                     sql.Identifier("q", col.name), sql.SQL(cast_type(col))
                 )
             )
+            items.append(
+                sql.SQL("count(*) - count({}) AS null_incremental").format(
+                    sql.Identifier("q", col.name)
+                )
+            )
         return sql.SQL("(SELECT {} FROM {}) AS s").format(
             sql.SQL(", ").join(items), self.source_relation()
         )
+
+
+def is_temporal(col: ColumnSpec) -> bool:
+    """Dates and times: their lookback is an interval (numbers: a number)."""
+    ddl = col.type.ddl
+    return ddl == "date" or ddl.startswith(("timestamp", "time"))
 
 
 def _canonical(ident: sql.Composable, ddl: str) -> sql.Composable:

@@ -23,7 +23,10 @@ Versions are half-open intervals ``[valid_from, valid_to)``; the current version
   versions are closed, so a deleted key is never tombstoned twice; closed history is
   never rewritten.
 - ``ttl``: before the sync, a current version with ``valid_from + ttl <= now()`` is
-  closed at ``valid_from + ttl``.
+  closed at ``valid_from + ttl``; a new version already that old is inserted closed
+  (``valid_to = valid_from + ttl``, not current). Both count as expired.
+- A stored ``valid_from`` after the run time (an event time ahead of the clock) makes
+  the planner take the latest-version lookup, so the next version starts after it.
 
 Statements, in the shape of hand-written SCD2 SQL (measured: the one-statement form
 that fed the INSERT from the UPDATE's RETURNING was 1.3-1.5x slower, because it
@@ -50,10 +53,14 @@ __all__ = ["scd2_close_sql", "scd2_insert_sql", "source_count_sql", "ttl_sql"]
 _EPS = sql.SQL("interval '1 microsecond'")
 
 
-def ttl_sql(ctx: SqlContext, ttl: timedelta) -> sql.Composable:
-    interval = sql.SQL("CAST({} AS interval)").format(
+def _interval(ttl: timedelta) -> sql.Composable:
+    return sql.SQL("CAST({} AS interval)").format(
         sql.Literal(f"{ttl.days} days {ttl.seconds} seconds {ttl.microseconds} microseconds")
     )
+
+
+def ttl_sql(ctx: SqlContext, ttl: timedelta) -> sql.Composable:
+    interval = _interval(ttl)
     return sql.SQL(
         "WITH x AS (\n  UPDATE {t} SET is_current = false, valid_to = valid_from + {i}\n"
         "  WHERE is_current AND valid_from + {i} <= now()\n  RETURNING 1\n)\n"
@@ -101,40 +108,67 @@ def scd2_close_sql(ctx: SqlContext, *, handle_deletes: str | None) -> sql.Compos
 
 
 def scd2_insert_sql(
-    ctx: SqlContext, *, handle_deletes: str | None, ttl: timedelta | None
+    ctx: SqlContext,
+    *,
+    handle_deletes: str | None,
+    ttl: timedelta | None,
+    future_valid_from: bool = False,
 ) -> sql.Composable:
-    """Insert a current version for every source key without one (new keys, keys just
-    closed as changed, returning keys); ``written`` count."""
+    """Insert a version for every source key without a current one (new keys, keys just
+    closed as changed, returning keys); ``written`` count, and ``expired_new``: versions
+    inserted already older than ``ttl`` (inserted closed, not current).
+
+    ``future_valid_from``: the target holds a version starting after the run time (an
+    event time ahead of the clock): new versions must then start after it too."""
     names = ctx.names
     k = ctx.keys
+    ttl_i = _interval(ttl) if ttl is not None else None
     unchanged_latest = (
+        # the key's latest version was expired by ttl and the source row is that very
+        # version: nothing new arrived (a version closed as deleted does come back)
         sql.SQL(
-            "\n    AND NOT (l.row_hash IS NOT DISTINCT FROM s.{h} AND l.valid_from >= s.{vf})"
-        ).format(h=sql.Identifier(HASH), vf=sql.Identifier(VALID_FROM))
-        if ttl is not None
+            "\n    AND NOT (l.row_hash IS NOT DISTINCT FROM s.{h} AND l.valid_from >= s.{vf} "
+            "AND l.valid_to = l.valid_from + {i})"
+        ).format(h=sql.Identifier(HASH), vf=sql.Identifier(VALID_FROM), i=ttl_i)
+        if ttl_i is not None
         else sql.SQL("")
     )
-    if handle_deletes or ttl is not None or ctx.event_timestamp_column:
-        # A key may have closed history (just closed, deleted, expired) and an event time
+    if handle_deletes or ttl is not None or ctx.event_timestamp_column or future_valid_from:
+        # A key may have closed history (just closed, deleted, expired) and a valid_from
         # that does not advance: start at the end of its latest version.
         new_rows = sql.SQL(
-            "  SELECT {sc}, GREATEST(s.{vf}, l.valid_from + {eps}, l.valid_to), NULL, true, s.{h}\n"
-            "  FROM src AS s LEFT JOIN LATERAL (\n"
-            "    SELECT h.valid_from, h.valid_to, h.row_hash FROM {t} AS h WHERE {hs_match}\n"
-            "    ORDER BY h.valid_from DESC LIMIT 1\n  ) AS l ON true\n"
+            "    SELECT {sc}, GREATEST(s.{vf}, l.valid_from + {eps}, l.valid_to) AS {nv}, "
+            "s.{h} AS {nh}\n"
+            "    FROM src AS s LEFT JOIN LATERAL (\n"
+            "      SELECT h.valid_from, h.valid_to, h.row_hash FROM {t} AS h WHERE {hs_match}\n"
+            "      ORDER BY h.valid_from DESC LIMIT 1\n    ) AS l ON true\n"
         )
     else:
         # valid_from is the run time, later than any stored valid_from or valid_to
         # (those come from earlier runs): no lookup of the latest version is needed.
-        new_rows = sql.SQL("  SELECT {sc}, s.{vf}, NULL, true, s.{h}\n  FROM src AS s\n")
+        new_rows = sql.SQL("    SELECT {sc}, s.{vf} AS {nv}, s.{h} AS {nh}\n    FROM src AS s\n")
+    nv, nh = sql.Identifier("__ef_new_vf"), sql.Identifier("__ef_new_hash")
+    if ttl_i is None:
+        closing = sql.SQL("NULL, true")
+    else:
+        # already older than ttl: inserted expired (closed at valid_from + ttl)
+        closing = sql.SQL(
+            "CASE WHEN n.{nv} + {i} <= now() THEN n.{nv} + {i} END, n.{nv} + {i} > now()"
+        ).format(nv=nv, i=ttl_i)
     ins = sql.SQL(
         "ins AS (\n  INSERT INTO {t} ({c}, valid_from, valid_to, is_current, row_hash)\n"
+        "  SELECT {nc}, n.{nv}, {closing}, n.{nh} FROM (\n"
         "{new_rows}"
-        "  WHERE NOT EXISTS (SELECT 1 FROM {t} AS cur WHERE cur.is_current AND {cs_match}){u}\n"
-        "  RETURNING 1\n)"
+        "    WHERE NOT EXISTS (SELECT 1 FROM {t} AS cur WHERE cur.is_current AND {cs_match}){u}\n"
+        "  ) AS n\n"
+        "  RETURNING is_current\n)"
     ).format(
         t=ctx.target,
         c=cols(names),
+        nc=cols(names, "n"),
+        nv=nv,
+        nh=nh,
+        closing=closing,
         cs_match=keys_match(k, "cur", "s"),
         u=unchanged_latest,
         new_rows=new_rows.format(
@@ -144,6 +178,11 @@ def scd2_insert_sql(
             h=sql.Identifier(HASH),
             t=ctx.target,
             hs_match=keys_match(k, "h", "s"),
+            nv=nv,
+            nh=nh,
         ),
     )
-    return sql.SQL("WITH {},\n{}\nSELECT count(*) AS written FROM ins").format(ctx.src_cte(), ins)
+    return sql.SQL(
+        "WITH {},\n{}\nSELECT count(*) AS written, "
+        "count(*) FILTER (WHERE NOT is_current) AS expired_new FROM ins"
+    ).format(ctx.src_cte(), ins)

@@ -7,7 +7,10 @@ target's watermark and its ``run_history`` row in the same transaction as its da
 only ``skipped`` and ``failed`` rows are written in a transaction of their own (the data
 transaction either never started or was rolled back).
 
-Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped``.
+Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped`` and
+``not_run`` (an earlier target of the run failed, so this one was not attempted). Only a
+``succeeded`` row carries row counts: a failed target's work was rolled back, so it
+records none.
 
 Watermarks are kept with their column and the SQL type they are compared in
 (``column_type``, version 2). The value is the text of that type as a pinned session
@@ -42,7 +45,7 @@ __all__ = [
     "upsert_watermark_sql",
 ]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 #: First key of every advisory lock the engine takes (the second is per pipeline/target).
 LOCK_NAMESPACE = 0x0E3A71F
 _CREATE_LOCK = 0x0E3A720
@@ -85,6 +88,10 @@ def _ddl(schema: str) -> list[sql.Composed]:
         ).format(s),
         # version 2: the type a watermark is compared in
         sql.SQL("ALTER TABLE {}.watermarks ADD COLUMN IF NOT EXISTS column_type text").format(s),
+        # version 3: versions expired by ttl
+        sql.SQL("ALTER TABLE {}.run_history ADD COLUMN IF NOT EXISTS rows_expired bigint").format(
+            s
+        ),
         sql.SQL(
             "INSERT INTO {}.schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING"
         ).format(s, sql.Literal(STATE_VERSION)),
@@ -202,10 +209,10 @@ def record_run_sql(schema: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {}.run_history (pipeline, target, mode, status, path, batch_id, "
         "started_at, finished_at, duration_s, rows_inserted, rows_updated, rows_deleted, "
-        "rows_unchanged, error) VALUES (%(pipeline)s, %(target)s, %(mode)s, %(status)s, "
-        "%(path)s, %(batch_id)s, %(started_at)s, %(finished_at)s, %(duration_s)s, "
-        "%(rows_inserted)s, %(rows_updated)s, %(rows_deleted)s, %(rows_unchanged)s, "
-        "%(error)s)"
+        "rows_unchanged, rows_expired, error) VALUES (%(pipeline)s, %(target)s, %(mode)s, "
+        "%(status)s, %(path)s, %(batch_id)s, %(started_at)s, %(finished_at)s, "
+        "%(duration_s)s, %(rows_inserted)s, %(rows_updated)s, %(rows_deleted)s, "
+        "%(rows_unchanged)s, %(rows_expired)s, %(error)s)"
     ).format(sql.Identifier(schema))
 
 
@@ -225,6 +232,7 @@ class HistoryRow:
     rows_deleted: int | None
     rows_unchanged: int | None
     error: str | None
+    rows_expired: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -235,7 +243,8 @@ class HistoryRow:
 
 _HISTORY_COLS = (
     "pipeline, target, mode, status, path, batch_id::text, started_at, finished_at, "
-    "duration_s, rows_inserted, rows_updated, rows_deleted, rows_unchanged, error"
+    "duration_s, rows_inserted, rows_updated, rows_deleted, rows_unchanged, error, "
+    "rows_expired"
 )
 
 

@@ -155,32 +155,50 @@ def _column_list(columns: tuple[str, ...]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
-def unique_constraint_sql(name: str, columns: tuple[str, ...]) -> sql.Composed:
-    """``CONSTRAINT "name" UNIQUE ("a", "b")``."""
-    return sql.SQL("CONSTRAINT {} UNIQUE ({})").format(sql.Identifier(name), _column_list(columns))
+_DEFERRABLE = sql.SQL(" DEFERRABLE INITIALLY IMMEDIATE")
 
 
-def create_table_sql(spec: TableSpec) -> sql.Composed:
+def unique_constraint_sql(
+    name: str, columns: tuple[str, ...], *, deferrable: bool = False
+) -> sql.Composed:
+    """``CONSTRAINT "name" UNIQUE ("a", "b") [DEFERRABLE INITIALLY IMMEDIATE]``."""
+    return sql.SQL("CONSTRAINT {} UNIQUE ({}){}").format(
+        sql.Identifier(name), _column_list(columns), _DEFERRABLE if deferrable else sql.SQL("")
+    )
+
+
+def create_table_sql(
+    spec: TableSpec, *, deferrable_except: tuple[str, ...] | None = None
+) -> sql.Composed:
     """``CREATE TABLE IF NOT EXISTS`` for ``spec``: columns in order, then the constraints.
 
     The primary key is named ``<table>_pkey`` and each unique constraint
     ``<table>_<columns>_key`` (PostgreSQL's own convention), shortened with a hash when
-    a name would pass PostgreSQL's 63-byte limit.
+    a name would pass PostgreSQL's 63-byte limit. With ``deferrable_except`` (the merge
+    keys, which ``ON CONFLICT`` needs checked per row), every other unique constraint and
+    the primary key are ``DEFERRABLE INITIALLY IMMEDIATE``, so a run that defers them can
+    let two rows swap a unique value.
 
     >>> from ematix_flow._tablespec import ColumnSpec, TableSpec
     >>> from ematix_flow.types import Text
     >>> create_table_sql(TableSpec("s", "t", (ColumnSpec("a", Text()),))).as_string(None)
     'CREATE TABLE IF NOT EXISTS "s"."t" (\\n    "a" text\\n)'
     """
+
+    def deferrable(cols: tuple[str, ...]) -> bool:
+        return deferrable_except is not None and set(cols) != set(deferrable_except)
+
     items = [column_definition_sql(spec, c) for c in spec.columns]
     if spec.primary_key:
         items.append(
-            sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
-                sql.Identifier(primary_key_name(spec)), _column_list(spec.primary_key)
+            sql.SQL("CONSTRAINT {} PRIMARY KEY ({}){}").format(
+                sql.Identifier(primary_key_name(spec)),
+                _column_list(spec.primary_key),
+                _DEFERRABLE if deferrable(spec.primary_key) else sql.SQL(""),
             )
         )
     for cols, name in unique_constraint_names(spec).items():
-        items.append(unique_constraint_sql(name, cols))
+        items.append(unique_constraint_sql(name, cols, deferrable=deferrable(cols)))
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} (\n    {}\n)").format(
         qualified_table(spec), sql.SQL(",\n    ").join(items)
     )

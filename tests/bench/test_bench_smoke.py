@@ -33,9 +33,13 @@ def test_bench_runs_at_tiny_n(
         "same-DB merge, initial",
         "same-DB merge, 10% changed",
         "peak RSS, merge of 5N",
+        "row hash, source table",
+        "row hash, cross-DB stage",
     ]
     for c in report["comparisons"]:
-        assert c["ours"] > 0 and c["limit"] > 0 and isinstance(c["met"], bool)
+        assert c["ours"] > 0 and c["limit"] > 0
+        # the row hash is reported against the previous one, with no target to meet
+        assert isinstance(c.get("met"), bool) or c["measurement"].startswith("row hash")
     # the engine's own counts, as reported by pipeline.sync in the worker
     ms = report["measurements"]
     assert ms["merge_initial"]["details"][0]["result"]["rows_inserted"] == 400

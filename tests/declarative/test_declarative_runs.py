@@ -278,14 +278,17 @@ def test_multi_target_halts_on_first_failure(named: Any) -> None:
     assert [(r.target, r.status) for r in report.results] == [
         ("features.daily_spend", "succeeded"),
         ("features.user_spend", "failed"),
+        ("features.spend_log", "not_run"),
     ]
     assert "user_id" in report.results[1].error
+    assert "features.user_spend failed before it" in report.results[2].error
     assert sync_spend.calls == ["warehouse", "warehouse"]  # the source re-runs per target
     assert _daily(named) == DAILY  # target 1 stays committed
     assert not named.exists("warehouse", "features.spend_log")  # target 3 never ran
     assert named.history() == [
         ("sync_spend", "features.daily_spend", "succeeded"),
         ("sync_spend", "features.user_spend", "failed"),
+        ("sync_spend", "features.spend_log", "not_run"),
     ]
 
 

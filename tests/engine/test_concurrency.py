@@ -152,6 +152,6 @@ def test_second_concurrent_run_is_skipped_and_writes_nothing(
         ).fetchall()
     assert ids == list(range(1, 501)), "rows missing or written twice"
     assert history == [
-        ("orders_sync", "wh.orders_log", "skipped", 0),
+        ("orders_sync", "wh.orders_log", "skipped", None),
         ("orders_sync", "wh.orders_log", "succeeded", 500),
     ]

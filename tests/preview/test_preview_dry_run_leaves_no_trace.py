@@ -74,6 +74,7 @@ def test_dry_run_after_changes_leaves_every_row_as_it_was(project: Any) -> None:
     assert statuses == {
         "create stage": "executed",
         "copy source → stage": "executed",
+        "check: each key once in the batch": "executed",
         "merge: upsert changed rows": "failed",  # the statement the NULL stopped
         "record run": "not_executed",
     }
