@@ -181,6 +181,9 @@ class Connection:
         """``None`` when a session of ``other`` reads exactly what a session of this
         connection would (same server, database, role and session options); otherwise
         what differs, for the plan's reason."""
+        if self._param("service") or other._param("service"):
+            # the service file decides where it points: it cannot be compared here
+            return "server or database (a service= connection is not compared)"
         mine, theirs = self._identity(), other._identity()
         if mine != theirs:
             return "server or database"
@@ -194,8 +197,11 @@ class Connection:
         return self.user or ""
 
     def _options(self) -> str:
+        return self._param("options")
+
+    def _param(self, name: str) -> str:
         try:
-            return _parse_dsn(self.dsn, where=self.origin).get("options", "")
+            return _parse_dsn(self.dsn, where=self.origin).get(name, "")
         except ConfigurationError:
             return ""
 
@@ -225,6 +231,11 @@ class Connection:
             raise error from exc
         try:
             pin(conn, timeouts)
+        except ConnectionFailedError as exc:
+            conn.close()
+            raise ConnectionFailedError(
+                f"{self.name or 'the explicit url'!r} ({self.redacted}): {exc}"
+            ) from None
         except psycopg.Error as exc:
             conn.close()
             raise ConnectionFailedError(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ematix_flow._errors import ConfigurationError, DefinitionError
+from ematix_flow._errors import ConfigurationError, ConnectionFailedError, DefinitionError
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_S",
     "LOCK_TIMEOUT_ENV",
+    "OLDEST_SERVER",
     "PINNED",
     "STATEMENT_TIMEOUT_ENV",
     "Timeouts",
@@ -61,6 +62,9 @@ PINNED: tuple[tuple[str, str], ...] = (
 #: The client encoding of every session: text crosses databases as UTF-8, and each
 #: server converts to and from its own encoding (and refuses what it cannot hold).
 CLIENT_ENCODING = "UTF8"
+
+#: ``server_version_num`` of the oldest PostgreSQL supported.
+OLDEST_SERVER = 140000
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 LOCK_TIMEOUT_ENV = "EMATIX_FLOW_LOCK_TIMEOUT"
@@ -136,9 +140,27 @@ def resolve_timeouts(
     )
 
 
+def _version_text(number: int) -> str:
+    """``server_version_num`` as people write it: 130023 → 13.23, 90624 → 9.6.24."""
+    if number >= 100000:
+        return f"{number // 10000}.{number % 10000}"
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+
+
 def pin(conn: psycopg.Connection[Any], timeouts: Timeouts | None = None) -> None:
     """Apply :data:`PINNED` and ``timeouts`` to the session (one round trip, session
-    level, so they hold for every transaction of this connection)."""
+    level, so they hold for every transaction of this connection).
+
+    A server older than :data:`OLDEST_SERVER` is refused first, before any statement:
+    the engine relies on 14's semantics (``reltuples = -1`` for a table never
+    analyzed, ``extract(epoch …)`` as numeric, ``to_regnamespace``)."""
+    number = conn.info.server_version
+    if number < OLDEST_SERVER:
+        raise ConnectionFailedError(
+            f"the server runs PostgreSQL {_version_text(number)}; ematix-flow needs "
+            f"PostgreSQL {OLDEST_SERVER // 10000} or later (supported: 14 to 18). Nothing "
+            "was written. Upgrade the server, or point the connection at a newer one."
+        )
     settings = PINNED + (timeouts or resolve_timeouts()).settings()
     calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
     params = [v for pair in settings for v in pair]

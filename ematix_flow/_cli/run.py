@@ -23,7 +23,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -39,6 +41,7 @@ from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
+    from ematix_flow._metrics import RunRecord
     from ematix_flow.pipeline import RunReport, ScheduledPipeline
 
 __all__ = ["history", "list_", "load_module", "run", "run_due"]
@@ -52,6 +55,53 @@ ModuleOption = Annotated[
         help="Python module defining the pipelines, imported from the current directory.",
     ),
 ]
+
+
+MetricsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-file",
+        envvar="EMATIX_FLOW_METRICS_FILE",
+        metavar="PATH",
+        help="Also write the run's metrics to PATH, in node_exporter's textfile-collector "
+        "format (replaced atomically; other pipelines' series kept).",
+    ),
+]
+PushgatewayOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pushgateway",
+        envvar="EMATIX_FLOW_PUSHGATEWAY",
+        metavar="URL",
+        help="Also push-add the run's metrics to this Prometheus Pushgateway "
+        "(job ematix_flow, grouped by pipeline).",
+    ),
+]
+
+
+def _export_metrics(
+    records: list[RunRecord], metrics_file: Path | None, pushgateway: str | None
+) -> None:
+    # Metrics are a side channel: a file or gateway that fails is reported on stderr
+    # and never changes the exit code.
+    if not records or not (metrics_file or pushgateway):
+        return
+    from ematix_flow import _metrics
+
+    if metrics_file:
+        _metrics.write_textfile(metrics_file, records)
+    if pushgateway:
+        _metrics.push(pushgateway, records)
+
+
+def _timed_run(
+    name: str, due_slot: datetime | None = None, **steer: Any
+) -> tuple[RunReport, RunRecord]:
+    from ematix_flow._metrics import RunRecord
+
+    started = time.time()
+    report = _run_with_progress(name, due_slot=due_slot, **steer)
+    return report, RunRecord(report, started=started, finished=time.time())
 
 
 def load_module(name: str) -> None:
@@ -116,15 +166,18 @@ def _render_report(report: RunReport) -> None:
         out.print(f"pipeline {report.pipeline} synced no target", markup=False)
 
 
-def _run_with_progress(name: str, due_slot: datetime | None = None) -> RunReport:
+def _run_with_progress(name: str, due_slot: datetime | None = None, **steer: Any) -> RunReport:
     from ematix_flow import pipeline
 
     if not sys.stderr.isatty():
-        return pipeline.run(name, due_slot=due_slot)
+        return pipeline.run(name, due_slot=due_slot, **steer)
     status = console(stderr=True).status(f"{name}: starting")
     with status:
         return pipeline.run(
-            name, progress=lambda text: status.update(f"{name}: {text}"), due_slot=due_slot
+            name,
+            progress=lambda text: status.update(f"{name}: {text}"),
+            due_slot=due_slot,
+            **steer,
         )
 
 
@@ -142,14 +195,40 @@ def run(
     name: Annotated[str, typer.Argument(help="The registered pipeline to run.")],
     module: ModuleOption,
     output: FormatOption = OutputFormat.text,
+    metrics_file: MetricsFileOption = None,
+    pushgateway: PushgatewayOption = None,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Rebuild each target from the whole source in one transaction (readers "
+            "see the old rows until it commits); the watermark is stored anew.",
+        ),
+    ] = False,
+    discard_history: Annotated[
+        bool,
+        typer.Option(
+            "--discard-history",
+            help="With --full-refresh: an scd2 target loses its history (required for scd2).",
+        ),
+    ] = False,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", metavar="SCHEMA.TABLE", help="Run this target only."),
+    ] = None,
 ) -> None:
     """Run one pipeline now; exit 0 only when every target succeeded."""
     load_module(module)
     from ematix_flow import pipeline
 
     pipeline.get(name)
-    report = _run_with_progress(name)
+    if discard_history and not full_refresh:
+        raise ConfigurationError("--discard-history goes with --full-refresh")
+    report, record = _timed_run(
+        name, full_refresh=full_refresh, discard_history=discard_history, target=target
+    )
     _write_summary(report)
+    _export_metrics([record], metrics_file, pushgateway)
     if output is OutputFormat.json:
         print_json(report.to_dict())
     else:
@@ -193,7 +272,12 @@ def due(entry: ScheduledPipeline, now: datetime) -> tuple[bool, str]:
     return False, f"last run {last.isoformat()}; next slot {nxt.isoformat()}"
 
 
-def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
+def run_due(
+    module: ModuleOption,
+    output: FormatOption = OutputFormat.text,
+    metrics_file: MetricsFileOption = None,
+    pushgateway: PushgatewayOption = None,
+) -> None:
     """Run every pipeline whose schedule came due since its last recorded run.
 
     Exits 0 unless something failed: a target skipped because another run holds it,
@@ -208,6 +292,7 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
     ok = True
     config_error = False
     items: list[dict[str, Any]] = []
+    records: list[RunRecord] = []
     out = console()
     for entry in pipeline.registry().values():
         if entry.schedule is None:
@@ -230,7 +315,8 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
             # The run re-checks, under each target's lock, that no other run served
             # this slot in the meantime (two overlapping run-due processes).
             slot = croniter(entry.schedule, now).get_prev(datetime)
-            report = _run_with_progress(entry.name, due_slot=slot)
+            report, record = _timed_run(entry.name, due_slot=slot)
+            records.append(record)
             ok = ok and not report.failed
             config_error = config_error or report.configuration_failed
             item["report"] = report.to_dict()
@@ -239,6 +325,7 @@ def run_due(module: ModuleOption, output: FormatOption = OutputFormat.text) -> N
         else:
             item["report"] = None
         items.append(item)
+    _export_metrics(records, metrics_file, pushgateway)
     if output is OutputFormat.json:
         print_json(items)
     if not ok:

@@ -411,9 +411,7 @@ class DeclaredPipeline:
         self.registered = api.register(
             name=spec.name,
             schedule=spec.schedule,
-            targets=tuple(
-                api.TargetInfo(t.qualified_name, t.mode, t.keys, t.connection) for t in spec.targets
-            ),
+            targets=tuple(_target_info(api, t) for t in spec.targets),
             connections=spec.connections,
             continue_on_failure=spec.continue_on_failure,
         )(body)
@@ -429,6 +427,32 @@ class DeclaredPipeline:
     def dry_run(self) -> Any:
         """Execute every target's plan inside a transaction and roll it back (spec §3.5)."""
         return _api().dry_run(self.name)
+
+    def state(self, *, target: str | None = None) -> list[Any]:
+        """What is stored for each target: watermark, last run, last success, counts."""
+        return _api().state(self.name, target=target)
+
+    def reset_state(
+        self, *, target: str | None = None, to: str | None = None, preview: bool = False
+    ) -> list[Any]:
+        """Clear or set each target's watermark (see ``pipeline.reset_state``)."""
+        return _api().reset_state(self.name, target=target, to=to, preview=preview)
+
+    def backfill(
+        self,
+        start: Any,
+        end: Any,
+        *,
+        step: Any = None,
+        target: str | None = None,
+        preview: bool = False,
+        dry_run: bool = False,
+    ) -> list[Any]:
+        """Reprocess ``start <= incremental_column < end`` in steps (see
+        ``pipeline.backfill``); one RunReport per window."""
+        return _api().backfill(
+            self.name, start, end, step=step, target=target, preview=preview, dry_run=dry_run
+        )
 
     def __repr__(self) -> str:
         targets = ", ".join(t.qualified_name for t in self.spec.targets)
@@ -543,3 +567,20 @@ class DeclaredPipeline:
             f"{type(returned).__name__}; return a SQL string, a Source, the dict of your own "
             "pipeline.sync(...), or None together with source_table="
         )
+
+
+def _target_info(api: Any, t: ResolvedTarget) -> Any:
+    """The registry's record of a target, with its incremental column and that
+    column's comparison type (state actions parse watermarks in it)."""
+    from ematix_flow._engine.sql_common import cast_type
+
+    inc = t.options.get("incremental_column")
+    spec = t.table.__table_spec__
+    return api.TargetInfo(
+        t.qualified_name,
+        t.mode,
+        t.keys,
+        t.connection,
+        incremental_column=inc,
+        incremental_type=cast_type(spec.column(inc)) if inc else None,
+    )

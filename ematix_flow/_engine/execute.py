@@ -37,6 +37,7 @@ from ematix_flow._engine.copy import pipe
 from ematix_flow._engine.explain import (
     driver_message,
     duplicates_error,
+    duplicates_sql,
     explain,
     untranslatable,
 )
@@ -89,6 +90,10 @@ class TargetResult:
     #: The label of the step that raised, when the target failed while executing one.
     failed_step: str | None = None
     dry_run: bool = False
+    #: run | full_refresh | backfill (what the history row records)
+    action: str = "run"
+    #: A backfill step's window ``(lo, hi)``.
+    window: tuple[str, str] | None = None
     plan: Plan | None = field(default=None, repr=False)
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     t0: float = field(default=0.0, repr=False, compare=False)
@@ -131,6 +136,8 @@ class TargetResult:
             "watermark_before": self.watermark_before,
             "watermark_after": self.watermark_after,
             "error": self.error,
+            "action": self.action,
+            "window": list(self.window) if self.window else None,
             "steps": [s.to_dict() for s in self.steps],
             "plan": self.plan.to_dict() if self.plan is not None else None,
         }
@@ -141,6 +148,22 @@ class TargetResult:
             d["batch_id"] = self.batch_id
             d["duration_s"] = round(self.duration_s, 6)
         return d
+
+
+#: How often a target transaction cancelled by a concurrent writer (serialization
+#: failure, deadlock) is tried in all.
+SERIALIZATION_ATTEMPTS = 3
+
+
+def _retryable(exc: BaseException) -> bool:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(
+            cause, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+        ):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 #: untranslatable character, invalid byte sequence, character not in repertoire
@@ -189,6 +212,8 @@ def execute(
         path=plan.path,
         batch_id=batch_id,
         dry_run=dry_run,
+        action=plan.steer.action,
+        window=plan.steer.window,
         plan=plan,
         watermark_before=plan.watermark_before,
         t0=t0,
@@ -201,16 +226,28 @@ def execute(
         tconn = plan.target_conn_obj.open(autocommit=True, timeouts=timeouts)
         if not dry_run:
             state.ensure_state(tconn, schema)
-        _run(
-            plan,
-            tconn,
-            result,
-            dry_run=dry_run,
-            batch_id=batch_id,
-            where=where,
-            on_step=on_step,
-            due_slot=due_slot,
-        )
+        for attempt in range(1, SERIALIZATION_ATTEMPTS + 1):
+            try:
+                _run(
+                    plan,
+                    tconn,
+                    result,
+                    dry_run=dry_run,
+                    batch_id=batch_id,
+                    where=where,
+                    on_step=on_step,
+                    due_slot=due_slot,
+                )
+                break
+            except (EmatixFlowError, psycopg.Error) as exc:
+                # Same-DB targets read one snapshot (REPEATABLE READ): a concurrent writer
+                # to the target makes PostgreSQL cancel the transaction instead of letting
+                # it overwrite a row it cannot see. Nothing was written: run it again.
+                if attempt == SERIALIZATION_ATTEMPTS or not _retryable(exc):
+                    raise
+                result.steps = ()
+                result.failed_step = None
+                time.sleep(0.05 * attempt)
         result.status = "succeeded"
     except _AlreadyRan as ran:
         result.status = "skipped"
@@ -281,6 +318,9 @@ def _history_params(result: TargetResult, started: datetime) -> dict[str, Any]:
         "rows_unchanged": result.rows_unchanged if done else None,
         "rows_expired": result.rows_expired if done else None,
         "error": result.error,
+        "action": result.action,
+        "window_from": result.window[0] if result.window else None,
+        "window_to": result.window[1] if result.window else None,
     }
 
 
@@ -337,6 +377,7 @@ def _run(
                 state_schema=plan.state_schema,
                 pipeline=plan.pipeline,
                 incremental=options.incremental_column is not None,
+                count_rows=plan.steer.full_refresh,
             )
             if plan.path == "cross_db":
                 sconn = plan.source_conn_obj.open(autocommit=True, timeouts=options.timeouts)
@@ -362,6 +403,7 @@ def _run(
                 tfacts=tfacts,
                 scols=scols,
                 state_schema_name=plan.state_schema,
+                steer=plan.steer,
             )
             result.plan = final
             result.path = final.path
@@ -380,6 +422,11 @@ def _run(
                         "SELECT set_config('ematix_flow.watermark', %s, false)",
                         (final.watermark_before,),
                     )
+            if final.steer.window is not None:
+                hi = final.steer.window[1]
+                conn.execute("SELECT set_config('ematix_flow.window_hi', %s, true)", (hi,))
+                if sconn is not None:
+                    sconn.execute("SELECT set_config('ematix_flow.window_hi', %s, false)", (hi,))
             counts: dict[str, Any] = {}
             for step in final.steps:
                 if on_step is not None:
@@ -439,15 +486,20 @@ def _step(
         counts["copied"] = n
         return n
     if step.kind == "setting":
-        conn.execute(step.sql)
+        try:
+            with conn.transaction():
+                conn.execute(step.sql)
+        except psycopg.Error as exc:  # e.g. a deferred unique constraint checked now
+            raise explain(exc, conn=conn, ctx=ctx, where=where, step=step.label) from exc
         return None
     if step.kind == "check":
         try:
-            found = conn.execute(step.sql).fetchall()
+            with conn.transaction():  # a savepoint: explain() probes what follows it
+                found = conn.execute(step.sql).fetchall()
         except psycopg.Error as exc:
             raise explain(exc, conn=conn, ctx=ctx, where=where, step=step.label) from exc
         if found:
-            raise duplicates_error(found, ctx, where)
+            raise duplicates_error(conn.execute(duplicates_sql(ctx)).fetchall(), ctx, where)
         return 0
     if step.kind == "ddl":
         return _ddl(conn, step.sql, plan.options.timeouts)
@@ -469,18 +521,37 @@ def _step(
         return _apply(row, counts, result)
     # state steps
     if step.label == "store watermark":
+        column_type = cast_type(plan.physical.column(plan.incremental_column))
+        value = counts.get("watermark") or plan.watermark_before
+        if plan.steer.window is not None:
+            # A backfill moves the stored watermark only when its window passes it (and
+            # sets none where none was stored: the next run still reads everything).
+            stored = plan.watermark_stored
+            if stored is None or value is None:
+                result.watermark_after = stored
+                return 0
+            row = conn.execute(
+                sql.SQL("SELECT CAST(GREATEST(CAST(%s AS {t}), CAST(%s AS {t})) AS text)").format(
+                    t=sql.SQL(column_type)
+                ),
+                (stored, value),
+            ).fetchone()
+            value = row[0] if row else stored
         conn.execute(
             step.sql,
             {
                 "pipeline": plan.pipeline,
                 "target": plan.target,
                 "column": plan.incremental_column,
-                "column_type": cast_type(plan.physical.column(plan.incremental_column)),
-                "watermark": counts.get("watermark") or plan.watermark_before,
+                "column_type": column_type,
+                "watermark": value,
                 "batch_id": result.batch_id,
             },
         )
-        result.watermark_after = counts.get("watermark") or plan.watermark_before
+        result.watermark_after = value
+        return 1
+    if step.label == "record the row hash version":
+        conn.execute(step.sql)
         return 1
     params = _history_params(replace(result, status="succeeded"), started)
     conn.execute(step.sql, params)
@@ -568,6 +639,10 @@ def _secs(seconds: float | None) -> str:
     return "no limit" if seconds is None else f"{seconds:g}s"
 
 
+#: A SQL string literal ('…', E'…' included): hidden from the lock report.
+_LITERAL = r"[eE]?'(?:[^']|'')*'"
+
+
 def _locked_names(plan: Plan, *, source_side: bool) -> list[str]:
     """The tables of this plan in one database: the target's, or the source's."""
     source = plan.source_obj
@@ -584,22 +659,27 @@ def _lock_holders(conn: psycopg.Connection[Any], names: list[str]) -> list[str]:
     try:
         rows = conn.execute(
             "SELECT DISTINCT l.pid, l.relation::regclass::text, l.mode, a.state, "
-            "left(regexp_replace(a.query, '\\s+', ' ', 'g'), 200) "
+            "a.usename, a.application_name, "
+            # the statement's shape only: its literals may hold secrets (a password)
+            "left(regexp_replace(regexp_replace(a.query, %s, '?', 'g'), '\\s+', ' ', 'g'), "
+            "200) "
             "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.granted AND l.pid <> pg_backend_pid() AND l.locktype = 'relation' "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND (l.relation = ANY (SELECT to_regclass(n) FROM unnest(%s::text[]) AS n) "
             "OR l.mode = 'AccessExclusiveLock') ORDER BY 1 LIMIT 5",
-            (ids,),
+            (_LITERAL, ids),
         ).fetchall()
     except psycopg.Error:
         return []
     return [
         f"table {rel} is locked by pid {pid} ({mode}"
+        + (f", user {user}" if user else "")
+        + (f", application {app!r}" if app else "")
         + (f", {st}" if st else "")
-        + (f": {query!r}" if query else "")
+        + (f": {query!r}, literals hidden" if query else "")
         + ")"
-        for pid, rel, mode, st, query in rows
+        for pid, rel, mode, st, user, app, query in rows
     ]
 
 
@@ -618,7 +698,8 @@ def _apply(values: dict[str, Any], counts: dict[str, Any], result: TargetResult)
         written = inserted + updated
     result.rows_inserted = inserted
     result.rows_updated = updated
-    result.rows_deleted = int(counts.get("deleted", 0))
+    # a full refresh deletes every row first: those count as deleted
+    result.rows_deleted = int(counts.get("deleted", 0)) + int(counts.get("refreshed", 0))
     source_rows = int(counts.get("source_rows", counts.get("copied", 0)))
     result.source_rows = source_rows
     result.rows_unchanged = max(source_rows - written, 0)

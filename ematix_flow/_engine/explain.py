@@ -62,6 +62,13 @@ def explain(
         if isinstance(found, list) and found:
             return duplicates_error(found, ctx, where)
         constraint = getattr(exc.diag, "constraint_name", None)
+        if state == "23505" and constraint and _is_primary_key(conn, ctx, constraint):
+            return SyncError(
+                f"{where}: step {step!r}: {message}. The rows are matched by the keys "
+                f"({', '.join(ctx.keys)}), which are not the primary key, and a source row "
+                "would give its matched target row a primary key another row holds. Nothing "
+                "was written. Fix the source rows, or match by the primary key (keys=)."
+            )
         if state == "23505" and constraint:
             return SyncError(
                 f"{where}: step {step!r}: {message}. Another target row already holds "
@@ -100,10 +107,25 @@ def explain(
     return SyncError(f"{where}: step {step!r} failed: {message}")
 
 
-def duplicates_sql(ctx: SqlContext) -> sql.Composable:
+def _is_primary_key(conn: psycopg.Connection[Any], ctx: SqlContext, constraint: str) -> bool:
+    found = _probe(
+        conn,
+        sql.SQL(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass({}) AND conname = {} "
+            "AND contype = 'p'"
+        ).format(sql.Literal(ctx.target.as_string(None)), sql.Literal(constraint)),
+    )
+    return isinstance(found, list) and bool(found)
+
+
+def duplicates_sql(ctx: SqlContext, *, detail: bool = True) -> sql.Composable:
     """The keys that appear more than once in the batch (up to :data:`SAMPLE_KEYS`,
     with their count and the number of such keys), read from the source relation with
-    only the key columns cast: one aggregate over the batch."""
+    only the key columns cast: one aggregate over the batch.
+
+    ``detail=False`` is the check every run makes: any duplicated key, no count of
+    them and no order (one hash aggregate that stops at the first group found; the
+    counted, ordered form costs twice as much, so it runs only once one is found)."""
     keys = ctx.batch_keys
     items = sql.SQL(", ").join(
         sql.SQL("CAST({} AS {}) AS {}").format(
@@ -112,11 +134,23 @@ def duplicates_sql(ctx: SqlContext) -> sql.Composable:
         for k in keys
     )
     names = sql.SQL(", ").join(map(sql.Identifier, keys))
+    if not detail:
+        return sql.SQL(
+            "SELECT {names} FROM (SELECT {items} FROM {rel}) AS d GROUP BY {names} "
+            "HAVING count(*) > 1 LIMIT 1"
+        ).format(names=names, items=items, rel=ctx.source_relation())
     return sql.SQL(
-        "SELECT {names}, count(*) AS n, count(*) OVER () AS total "
+        "SELECT {names}, count(*) AS __ef_n, count(*) OVER () AS __ef_total "
         "FROM (SELECT {items} FROM {rel}) AS d GROUP BY {names} HAVING count(*) > 1 "
-        "ORDER BY {names} LIMIT {limit}"
-    ).format(names=names, items=items, rel=ctx.source_relation(), limit=sql.Literal(SAMPLE_KEYS))
+        "ORDER BY {order} LIMIT {limit}"
+    ).format(
+        names=names,
+        items=items,
+        rel=ctx.source_relation(),
+        # by position: a key column may itself be called n or total
+        order=sql.SQL(", ").join(sql.SQL(str(i + 1)) for i in range(len(keys))),
+        limit=sql.Literal(SAMPLE_KEYS),
+    )
 
 
 def duplicates_error(found: list[tuple[Any, ...]], ctx: SqlContext, where: str) -> SourceError:

@@ -109,9 +109,13 @@ def physical_table(
         wanted = (*keys, "valid_from")
     elif mode == "append":
         # Every batch is kept: a key identifies a row within its batch (a key
-        # loaded again by a later run is a new row), as valid_from does for scd2.
-        pk = (*pk, "_batch_id") if pk else ()
-        uniques = [(*u, "_batch_id") for u in uniques]
+        # loaded again by a later run is a new row), as valid_from does for scd2. A
+        # table built before that keeps its constraints (and their meaning).
+        legacy = existing is not None and pk and tuple(existing.primary_key) == pk
+        if not legacy:
+            pk = (*pk, "_batch_id") if pk else ()
+        kept = set(existing.unique_constraints) if existing is not None else set()
+        uniques = [u if u in kept else (*u, "_batch_id") for u in uniques]
         wanted = keys
     else:
         wanted = keys

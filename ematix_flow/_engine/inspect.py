@@ -25,16 +25,20 @@ FIRST_USER_OID = 16384
 @dataclass(frozen=True)
 class TargetFacts:
     reflected: TableSpec | None
-    #: Column sets of the table's non-partial unique indexes (constraints included).
+    #: Column sets of the table's non-partial, non-deferrable unique indexes
+    #: (constraints included): those ``ON CONFLICT`` can use.
     unique_sets: frozenset[frozenset[str]]
     index_names: frozenset[str]
     watermark: state.StoredWatermark | None
     #: ``pg_class.reltuples``: -1 never analyzed, 0 analyzed while empty (None: no table).
     reltuples: float | None = None
-    #: The comment on the table's ``row_hash`` column (it names the hash's version).
-    row_hash_comment: str | None = None
+    #: The row-hash version recorded for the table in the state schema (None: none;
+    #: a table built before versions were recorded).
+    row_hash_version: int | None = None
     #: An scd2 table holds a current version starting after now() (event time ahead).
     future_valid_from: bool = False
+    #: The table's exact row count, when asked for (a full refresh says what goes).
+    row_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,15 @@ class SourceColumn:
 
 
 _INDEXES = """
-SELECT i.relname, x.indisunique AND x.indpred IS NULL AND x.indexprs IS NULL,
+SELECT i.relname,
+       x.indisunique AND x.indimmediate AND x.indpred IS NULL AND x.indexprs IS NULL,
        array_agg(a.attname::text ORDER BY k.ord)
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
 CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY AS k(attnum, ord)
 LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
 WHERE x.indrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))
-GROUP BY i.relname, x.indisunique, x.indpred IS NULL, x.indexprs IS NULL
+GROUP BY i.relname, x.indisunique, x.indimmediate, x.indpred IS NULL, x.indexprs IS NULL
 """
 
 
@@ -74,6 +79,7 @@ def inspect_target(
     state_schema: str,
     pipeline: str,
     incremental: bool,
+    count_rows: bool = False,
 ) -> TargetFacts:
     from ematix_flow._schema import reflect_table
 
@@ -81,19 +87,17 @@ def inspect_target(
     unique: set[frozenset[str]] = set()
     names: set[str] = set()
     reltuples = None
-    hash_comment = None
+    hash_version = None
     future = False
+    row_count = None
     if reflected is not None:
         with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             row = cur.execute(
-                "SELECT c.reltuples, col_description(c.oid, a.attnum) FROM pg_class c "
-                "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'row_hash' "
-                "AND NOT a.attisdropped "
+                "SELECT c.reltuples FROM pg_class c "
                 "WHERE c.oid = to_regclass(format('%%I.%%I', %s::text, %s::text))",
                 (table.schema, table.name),
             ).fetchone()
             reltuples = None if row is None else float(row[0])
-            hash_comment = None if row is None else row[1]
             for name, usable, columns in cur.execute(_INDEXES, (table.schema, table.name)):
                 names.add(name)
                 if usable:
@@ -107,13 +111,36 @@ def inspect_target(
                     ).format(sql.Identifier(table.schema, table.name))
                 ).fetchone()
                 future = bool(row and row[0])
+            if count_rows:
+                from psycopg import sql as _sql
+
+                got = cur.execute(
+                    _sql.SQL("SELECT count(*) FROM {}").format(
+                        _sql.Identifier(table.schema, table.name)
+                    )
+                ).fetchone()
+                row_count = int(got[0]) if got else None
     watermark = None
-    if incremental and state.state_exists(conn, state_schema):
+    has_state = state.state_exists(conn, state_schema)
+    if reflected is not None and has_state and "row_hash" in reflected.column_names:
+        with conn.transaction():  # a state from before the table existed: none recorded
+            try:
+                hash_version = state.read_row_hash_version(conn, state_schema, table.qualified_name)
+            except psycopg.errors.UndefinedTable:
+                hash_version = None
+    if incremental and has_state:
         watermark = state.read_watermark(conn, state_schema, pipeline, table.qualified_name)
         if watermark is not None and watermark.column_type is None:
             watermark = _canonical_legacy(conn, watermark, table)
     return TargetFacts(
-        reflected, frozenset(unique), frozenset(names), watermark, reltuples, hash_comment, future
+        reflected,
+        frozenset(unique),
+        frozenset(names),
+        watermark,
+        reltuples,
+        hash_version,
+        future,
+        row_count,
     )
 
 

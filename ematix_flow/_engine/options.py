@@ -168,6 +168,13 @@ class TargetOptions:
                 f"{where}: incremental_lookback= for the {col.type.ddl} column "
                 f"{col.name!r} is a number in that column's units (e.g. 1000), got {value!r}"
             )
+        if col.type.ddl in ("bigint", "integer", "smallint") and not (
+            isinstance(value, int) or (isinstance(value, Decimal) and value == value.to_integral())
+        ):
+            raise DefinitionError(
+                f"{where}: incremental_lookback= for the {col.type.ddl} column {col.name!r} "
+                f"is a whole number, got {value!r}"
+            )
         if (value.total_seconds() if isinstance(value, timedelta) else value) <= 0:
             raise DefinitionError(f"{where}: incremental_lookback= must be positive, got {value!r}")
         if self.mode == "append" and not (self.table.primary_key or self.table.unique_constraints):

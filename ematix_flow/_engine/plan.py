@@ -28,7 +28,8 @@ from ematix_flow._engine.keys import resolve_keys
 from ematix_flow._engine.options import TargetOptions
 from ematix_flow._engine.sql_append import append_sql
 from ematix_flow._engine.sql_common import (
-    HASH_COMMENT,
+    HASH_NAME,
+    HASH_VERSION,
     STAGE,
     SqlContext,
     cast_type,
@@ -42,7 +43,13 @@ from ematix_flow._engine.sql_scd2 import (
     source_count_sql,
     ttl_sql,
 )
-from ematix_flow._engine.state import record_run_sql, state_schema, upsert_watermark_sql
+from ematix_flow._engine.state import (
+    record_row_hash_sql,
+    record_run_sql,
+    state_schema,
+    upsert_watermark_sql,
+)
+from ematix_flow._engine.steer import KEEP, Steer
 from ematix_flow._errors import (
     DefinitionError,
     DriftError,
@@ -133,6 +140,10 @@ class Plan:
     context: SqlContext = field(repr=False, compare=False)
     state_schema: str = field(repr=False, compare=False, default="ematix_flow")
     source_columns: tuple[SourceColumn, ...] | None = field(repr=False, compare=False, default=None)
+    steer: Steer = field(repr=False, compare=False, default=Steer())
+    #: The watermark stored in the target (``watermark_before`` is the one the source is
+    #: filtered by, which a steered run may set otherwise).
+    watermark_stored: str | None = field(repr=False, compare=False, default=None)
 
     @property
     def framework_columns(self) -> tuple[str, ...]:
@@ -189,7 +200,7 @@ def _path(options: TargetOptions, source_conn: Any, target_conn: Any) -> tuple[s
             f"source ({s}) and target ({t}) are the same database, role and session "
             "options: the source SQL runs inside the target's statements"
         )
-    if differs == "server or database":
+    if differs.startswith("server or database"):
         return "cross_db", (
             f"source ({s}) and target ({t}) are different databases: rows are streamed by "
             "binary COPY into a temporary stage"
@@ -209,6 +220,7 @@ def plan(
     pipeline: str,
     inspect: bool = True,
     connect_timeout: int = 10,
+    steer: Steer | None = None,
 ) -> Plan:
     """Plan one target. With ``inspect`` the databases are read (table, indexes,
     watermark, source columns); when they cannot be reached the plan marks those parts
@@ -239,6 +251,7 @@ def plan(
                     state_schema=schema,
                     pipeline=pipeline,
                     incremental=options.incremental_column is not None,
+                    count_rows=steer is not None and steer.full_refresh,
                 )
         except EmatixFlowError as exc:
             unknown.append(f"target: {exc}")
@@ -271,6 +284,7 @@ def plan(
         scols=scols,
         unknown=tuple(unknown),
         state_schema_name=schema,
+        steer=steer,
     )
 
 
@@ -291,8 +305,10 @@ def build_plan(
     scols: tuple[SourceColumn, ...] | None,
     unknown: tuple[str, ...] = (),
     state_schema_name: str = "ematix_flow",
+    steer: Steer | None = None,
 ) -> Plan:
     """The pure part of :func:`plan`: no I/O, facts passed in (``None`` = unknown)."""
+    steer = steer or Steer()
     from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
     from ematix_flow._schema.drift import UniqueConstraintMissing
 
@@ -394,7 +410,17 @@ def build_plan(
         existing=reflected,
     )
     fw = [c for c in physical.columns if c.framework]
-    if options.mode == "append" and (spec.primary_key or spec.unique_constraints):
+    if options.mode == "append" and (
+        (spec.primary_key and "_batch_id" not in physical.primary_key)
+        or any("_batch_id" not in u for u in physical.unique_constraints)
+    ):
+        warnings.append(
+            f"{where}: this append table was built before batches carried their keys: its "
+            "primary key / unique constraints do not include _batch_id, so a key loaded "
+            "again by a later run is refused as before. Rebuild the table (drop or rename "
+            "it) to keep every batch."
+        )
+    elif options.mode == "append" and (spec.primary_key or spec.unique_constraints):
         decisions.append(
             Decision(
                 "append_keys",
@@ -552,10 +578,16 @@ def build_plan(
                         "naming columns the table already has a unique constraint on.",
                     )
                 )
+    hash_record: Step | None = None
     if options.mode in ("scd1", "scd2") and tfacts is not None:
+        record = Step(
+            "record the row hash version",
+            "state",
+            render(record_row_hash_sql(state_schema_name, spec.qualified_name, HASH_VERSION)),
+        )
         if reflected is None:
-            steps.append(Step("mark the row hash version", "ddl", render(_hash_comment(physical))))
-        elif tfacts.row_hash_comment != HASH_COMMENT:
+            hash_record = record
+        elif tfacts.row_hash_version != HASH_VERSION:
             hashed = row_hash("t", [(c, physical.column(c).type.ddl) for c in compare])
             steps.append(
                 Step(
@@ -569,11 +601,11 @@ def build_plan(
                     note="recomputed from the stored values: no row changes, no version opens",
                 )
             )
-            steps.append(Step("mark the row hash version", "ddl", render(_hash_comment(physical))))
+            hash_record = record
             decisions.append(
                 Decision(
                     "row_hash",
-                    HASH_COMMENT,
+                    HASH_NAME,
                     "the table was built with an earlier row hash (session-dependent); this "
                     "run recomputes every stored hash from the stored values first, so no "
                     "version is opened and no row is rewritten for it",
@@ -603,6 +635,18 @@ def build_plan(
         if options.mode == "append" and (spec.primary_key or spec.unique_constraints)
         else ()
     )
+    nullable_append = [c for c in ctx_append_keys if spec.column(c).nullable]
+    if nullable_append:
+        problems.append(
+            Problem(
+                "definition",
+                f"{where}: key column(s) {', '.join(map(repr, nullable_append))} of this "
+                "append target may be NULL (declared nullable). A NULL key cannot tell a row "
+                "already loaded from a new one, nor a key twice in a batch. Declare the "
+                "column NOT NULL (nullable=False, or drop '| None'), or declare the key on "
+                "NOT NULL columns.",
+            )
+        )
     if options.mode == "append" and options.incremental_column and not ctx_append_keys:
         wm_index = framework.watermark_index_name(physical, options.incremental_column)
         if tfacts is None or wm_index not in tfacts.index_names:
@@ -621,9 +665,21 @@ def build_plan(
                 )
             )
     watermark_before: str | None = None
+    watermark_stored: str | None = None
+    if steer.window is not None and not options.incremental_column:
+        problems.append(
+            Problem(
+                "definition",
+                f"{where}: a backfill reprocesses a window of incremental_column=, which this "
+                "target does not set; run it in full (flow run) or set incremental_column=",
+            )
+        )
     if options.incremental_column:
         stored = tfacts.watermark if tfacts is not None else None
+        watermark_stored = stored.value if stored is not None else None
         wm_type = cast_type(spec.column(options.incremental_column))
+        if steer.full_refresh:
+            stored = None  # rebuilt from the whole source; the watermark is stored anew
         if stored is not None and (
             stored.column != options.incremental_column
             or (stored.column_type is not None and stored.column_type != wm_type)
@@ -642,7 +698,28 @@ def build_plan(
                     "or give the pipeline a new name.",
                 )
             )
-        if tfacts is None:
+        if steer.window is not None:
+            watermark_before = steer.window[0]
+            filt = True
+            reason = (
+                f"backfill: rows with {steer.window[0]!r} <= {options.incremental_column} < "
+                f"{steer.window[1]!r} (compared as {wm_type}); the stored watermark "
+                f"{watermark_stored!r} moves only if the window passes it"
+            )
+        elif steer.watermark != KEEP:
+            watermark_before = steer.watermark
+            filt = watermark_before is not None
+            reason = (
+                f"after the reset: rows with {options.incremental_column} >= "
+                f"{watermark_before!r} (compared as {wm_type})"
+                if filt
+                else "after the reset: no watermark, the whole source is read"
+            )
+        elif steer.full_refresh:
+            watermark_before = None
+            filt = False
+            reason = "full refresh: the whole source is read; the watermark is stored anew"
+        elif tfacts is None:
             watermark_before = UNKNOWN
             filt = True
             reason = "watermark unknown (target not inspected); filtered when one is stored"
@@ -691,7 +768,19 @@ def build_plan(
         with_hash=options.mode in ("scd1", "scd2"),
         with_valid_from=options.mode == "scd2",
         append_keys=ctx_append_keys,
+        window_hi=steer.window is not None,
+        skip_loaded_all=steer.window is not None and options.mode == "append",
     )
+    if steer.window is not None and options.mode == "append" and not ctx_append_keys:
+        problems.append(
+            Problem(
+                "definition",
+                f"{where}: a backfill re-reads rows that may already be loaded; mode='append' "
+                "can only skip them by a key, and this table declares none. Declare a primary "
+                "key or natural key that identifies a source row (pk(), natural_key()), or "
+                "use a keyed mode",
+            )
+        )
 
     # --- cross-DB stage ---------------------------------------------------------------
     if path == "cross_db":
@@ -705,13 +794,51 @@ def build_plan(
             )
         )
 
+    # --- full refresh -------------------------------------------------------------------
+    if steer.full_refresh:
+        rows = tfacts.row_count if tfacts is not None else None
+        count = f"{rows:,}" if rows is not None else "every"
+        what = "versions" if options.mode == "scd2" else "rows"
+        if options.mode == "scd2" and not steer.discard_history:
+            problems.append(
+                Problem(
+                    "definition",
+                    f"{where}: a full refresh of an scd2 target discards its history "
+                    f"({count} versions would go, closed ones included). Pass "
+                    "--discard-history (discard_history=True) to rebuild it from the source, "
+                    "or run without --full-refresh.",
+                )
+            )
+        if reflected is not None or tfacts is None:
+            steps.append(
+                Step(
+                    "full refresh: delete every row",
+                    "data",
+                    render(
+                        sql.SQL(
+                            "WITH d AS (DELETE FROM {} RETURNING 1) SELECT count(*) AS refreshed "
+                            "FROM d"
+                        ).format(sql.Identifier(physical.schema, physical.name))
+                    ),
+                    note=f"{count} {what}; readers see them until this transaction commits",
+                )
+            )
+        decisions.append(
+            Decision(
+                "full_refresh",
+                rows,
+                f"every {what[:-1]} of the target is deleted and rebuilt from the whole source "
+                "in this one transaction",
+            )
+        )
+
     # --- checks on the batch ------------------------------------------------------------
     if ctx.batch_keys:
         steps.append(
             Step(
                 "check: each key once in the batch",
                 "check",
-                render(duplicates_sql(ctx)),
+                render(duplicates_sql(ctx, detail=False)),
                 note="a key twice in one batch would let row order pick the winner: refused",
             )
         )
@@ -734,9 +861,7 @@ def build_plan(
                 note="the target's statistics say it is empty",
             )
         )
-    if swap_keys is not None and any(
-        set(c) != set(keys) for c in (physical.primary_key, *physical.unique_constraints) if c
-    ):
+    if swap_keys is not None and any(set(c) != set(keys) for c in physical.unique_constraints):
         steps.append(
             Step(
                 "defer the other unique constraints",
@@ -745,6 +870,7 @@ def build_plan(
                 note="checked at commit: rows may swap a unique value within the run",
             )
         )
+    deferred = [s_ for s_ in steps if s_.label == "defer the other unique constraints"]
     if options.mode == "append":
         steps.append(Step("append rows", "data", render(append_sql(ctx))))
     elif options.mode in ("merge", "scd1"):
@@ -781,10 +907,21 @@ def build_plan(
                 ),
             )
         )
+    if deferred:
+        steps.append(
+            Step(
+                "check the deferred unique constraints",
+                "setting",
+                "SET CONSTRAINTS ALL IMMEDIATE",
+                note="checked now, not at commit: a dry run sees a violation too",
+            )
+        )
     if options.incremental_column:
         steps.append(
             Step("store watermark", "state", render(upsert_watermark_sql(state_schema_name)))
         )
+    if hash_record is not None:
+        steps.append(hash_record)
     steps.append(Step("record run", "state", render(record_run_sql(state_schema_name))))
 
     columns = tuple(
@@ -822,12 +959,8 @@ def build_plan(
         context=ctx,
         state_schema=state_schema_name,
         source_columns=scols,
-    )
-
-
-def _hash_comment(physical: Any) -> sql.Composable:
-    return sql.SQL("COMMENT ON COLUMN {} IS {}").format(
-        sql.Identifier(physical.schema, physical.name, "row_hash"), sql.Literal(HASH_COMMENT)
+        steer=steer,
+        watermark_stored=watermark_stored,
     )
 
 

@@ -32,7 +32,7 @@ from ematix_flow._tablespec import ColumnSpec, TableSpec
 __all__ = [
     "BATCH_ID",
     "HASH",
-    "HASH_COMMENT",
+    "HASH_NAME",
     "HASH_VERSION",
     "STAGE",
     "VALID_FROM",
@@ -50,10 +50,11 @@ STAGE = "ematix_flow_stage"
 HASH = "__ef_hash"
 VALID_FROM = "__ef_vf"
 BATCH_ID = sql.SQL("current_setting('ematix_flow.batch_id')::uuid")
-#: The row hash's version, kept as the comment of a table's ``row_hash`` column.
+#: The row hash's version, recorded per target table in the state schema.
 HASH_VERSION = 2
-HASH_COMMENT = f"ematix_flow row hash v{HASH_VERSION}"
+HASH_NAME = f"ematix_flow row hash v{HASH_VERSION}"
 WATERMARK_SETTING = "ematix_flow.watermark"
+WINDOW_HI_SETTING = "ematix_flow.window_hi"
 
 
 def render(stmt: sql.Composable) -> str:
@@ -105,6 +106,11 @@ class SqlContext:
     #: ``incremental_lookback=``: re-read this much below the watermark (an interval's
     #: text for date/time columns, a number for numeric ones); ``None``: no lookback.
     lookback: str | None = None
+    #: Backfill: the source is also bounded above, ``< current_setting(WINDOW_HI)``.
+    window_hi: bool = False
+    #: Backfill into append: every row of the window is looked up (not only those at
+    #: or below the watermark), so rows already loaded are skipped.
+    skip_loaded_all: bool = False
     with_hash: bool = False
     with_valid_from: bool = False
     #: The columns that must be unique within one batch: the merge keys, or for append
@@ -141,10 +147,16 @@ class SqlContext:
         (:meth:`source_stats` counts them) instead of skipping them forever."""
         col = self.table.column(self.incremental_column or "")
         ident = sql.Identifier(alias, col.name)
+        t = sql.SQL(cast_type(col))
         op = sql.SQL(">=" if self.watermark_op == ">=" else ">")
-        return sql.SQL(" WHERE (CAST({} AS {}) {} {} OR {} IS NULL)").format(
-            ident, sql.SQL(cast_type(col)), op, self.watermark_value(), ident
+        bound: sql.Composable = sql.SQL("{} {} {}").format(
+            sql.SQL("CAST({} AS {})").format(ident, t), op, self.watermark_value()
         )
+        if self.window_hi:
+            bound = sql.SQL("{} AND CAST({} AS {}) < CAST(current_setting({}) AS {})").format(
+                bound, ident, t, sql.Literal(WINDOW_HI_SETTING), t
+            )
+        return sql.SQL(" WHERE ({} OR {} IS NULL)").format(bound, ident)
 
     def source_relation(self) -> sql.Composable:
         if self.path == "cross_db":

@@ -34,18 +34,25 @@ __all__ = [
     "STATE_VERSION",
     "HistoryRow",
     "StoredWatermark",
+    "TargetState",
+    "backfill_done",
     "canonical_legacy_watermark",
+    "canonical_value",
     "ensure_state",
     "lock_key",
     "read_history",
     "read_last_run",
+    "read_row_hash_version",
+    "read_target_state",
     "read_watermark",
+    "record_row_hash_sql",
     "record_run_sql",
+    "reset_watermark",
     "state_schema",
     "upsert_watermark_sql",
 ]
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 #: First key of every advisory lock the engine takes (the second is per pipeline/target).
 LOCK_NAMESPACE = 0x0E3A71F
 _CREATE_LOCK = 0x0E3A720
@@ -60,42 +67,125 @@ def lock_key(pipeline: str, target: str) -> str:
     return f"{pipeline}\x1f{target}"
 
 
-def _ddl(schema: str) -> list[sql.Composed]:
+def _ddl(schema: str) -> list[tuple[sql.Composed, sql.Composed]]:
+    """``(statement, needed)``: each statement runs only when its ``needed`` query says
+    so, so that a state already current needs no privilege beyond writing its rows
+    (``CREATE … IF NOT EXISTS`` checks CREATE privilege even when the object exists)."""
     s = sql.Identifier(schema)
+
+    def missing_table(name: str) -> sql.Composed:
+        return sql.SQL("SELECT to_regclass({}) IS NULL").format(
+            sql.Literal(f"{_quote(schema)}.{name}")
+        )
+
+    def missing_column(table: str, column: str) -> sql.Composed:
+        return sql.SQL(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass({}) "
+            "AND attname = {} AND NOT attisdropped)"
+        ).format(sql.Literal(f"{_quote(schema)}.{table}"), sql.Literal(column))
+
+    always = sql.SQL("SELECT true")
     return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.schema_version ("
-            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        ).format(s),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.run_history ("
-            "id bigserial PRIMARY KEY, pipeline text NOT NULL, target text NOT NULL, "
-            "mode text, status text NOT NULL, path text, batch_id uuid, "
-            "started_at timestamptz NOT NULL, finished_at timestamptz NOT NULL, "
-            "duration_s double precision, rows_inserted bigint, rows_updated bigint, "
-            "rows_deleted bigint, rows_unchanged bigint, error text)"
-        ).format(s),
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS run_history_pipeline_started "
-            "ON {}.run_history (pipeline, started_at DESC)"
-        ).format(s),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.watermarks ("
-            "pipeline text NOT NULL, target text NOT NULL, column_name text NOT NULL, "
-            "value text, batch_id uuid, updated_at timestamptz NOT NULL, "
-            "PRIMARY KEY (pipeline, target))"
-        ).format(s),
-        # version 2: the type a watermark is compared in
-        sql.SQL("ALTER TABLE {}.watermarks ADD COLUMN IF NOT EXISTS column_type text").format(s),
-        # version 3: versions expired by ttl
-        sql.SQL("ALTER TABLE {}.run_history ADD COLUMN IF NOT EXISTS rows_expired bigint").format(
-            s
+        (
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+            sql.SQL("SELECT to_regnamespace({}) IS NULL").format(sql.Literal(_quote(schema))),
         ),
-        sql.SQL(
-            "INSERT INTO {}.schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING"
-        ).format(s, sql.Literal(STATE_VERSION)),
+        (
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_version ("
+                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(s),
+            missing_table("schema_version"),
+        ),
+        (
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.run_history ("
+                "id bigserial PRIMARY KEY, pipeline text NOT NULL, target text NOT NULL, "
+                "mode text, status text NOT NULL, path text, batch_id uuid, "
+                "started_at timestamptz NOT NULL, finished_at timestamptz NOT NULL, "
+                "duration_s double precision, rows_inserted bigint, rows_updated bigint, "
+                "rows_deleted bigint, rows_unchanged bigint, error text)"
+            ).format(s),
+            missing_table("run_history"),
+        ),
+        (
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS run_history_pipeline_started "
+                "ON {}.run_history (pipeline, started_at DESC)"
+            ).format(s),
+            missing_table("run_history_pipeline_started"),
+        ),
+        (
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.watermarks ("
+                "pipeline text NOT NULL, target text NOT NULL, column_name text NOT NULL, "
+                "value text, batch_id uuid, updated_at timestamptz NOT NULL, "
+                "PRIMARY KEY (pipeline, target))"
+            ).format(s),
+            missing_table("watermarks"),
+        ),
+        # version 2: the type a watermark is compared in
+        (
+            sql.SQL("ALTER TABLE {}.watermarks ADD COLUMN IF NOT EXISTS column_type text").format(
+                s
+            ),
+            missing_column("watermarks", "column_type"),
+        ),
+        # version 3: versions expired by ttl
+        (
+            sql.SQL(
+                "ALTER TABLE {}.run_history ADD COLUMN IF NOT EXISTS rows_expired bigint"
+            ).format(s),
+            missing_column("run_history", "rows_expired"),
+        ),
+        # version 4: what the row records (run, full_refresh, backfill, reset) and, for a
+        # backfill step, its window; the row-hash version of each target table
+        (
+            sql.SQL(
+                "ALTER TABLE {}.run_history ADD COLUMN IF NOT EXISTS action text, "
+                "ADD COLUMN IF NOT EXISTS window_from text, "
+                "ADD COLUMN IF NOT EXISTS window_to text"
+            ).format(s),
+            missing_column("run_history", "window_to"),
+        ),
+        (
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.target_tables (target text PRIMARY KEY, "
+                "row_hash_version integer NOT NULL, updated_at timestamptz NOT NULL "
+                "DEFAULT now())"
+            ).format(s),
+            missing_table("target_tables"),
+        ),
+        (
+            sql.SQL(
+                "INSERT INTO {}.schema_version (version) VALUES ({}) ON CONFLICT DO NOTHING"
+            ).format(s, sql.Literal(STATE_VERSION)),
+            always,
+        ),
     ]
+
+
+def _quote(name: str) -> str:
+    return sql.Identifier(name).as_string(None)
+
+
+def read_row_hash_version(conn: psycopg.Connection[Any], schema: str, target: str) -> int | None:
+    """The row-hash version recorded for ``target`` (None: not recorded)."""
+    row = conn.execute(
+        sql.SQL("SELECT row_hash_version FROM {}.target_tables WHERE target = %s").format(
+            sql.Identifier(schema)
+        ),
+        (target,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def record_row_hash_sql(schema: str, target: str, version: int) -> sql.Composed:
+    return sql.SQL(
+        "INSERT INTO {}.target_tables (target, row_hash_version) VALUES ({}, {}) "
+        "ON CONFLICT (target) DO UPDATE SET row_hash_version = EXCLUDED.row_hash_version, "
+        "updated_at = now()"
+    ).format(sql.Identifier(schema), sql.Literal(target), sql.Literal(version))
 
 
 def state_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
@@ -129,8 +219,10 @@ def ensure_state(conn: psycopg.Connection[Any], schema: str | None = None) -> No
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
         if _state_current(conn, schema):
             return
-        for stmt in _ddl(schema):
-            conn.execute(stmt)
+        for stmt, needed in _ddl(schema):
+            row = conn.execute(needed).fetchone()
+            if row and row[0]:
+                conn.execute(stmt)
 
 
 @dataclass(frozen=True)
@@ -209,10 +301,11 @@ def record_run_sql(schema: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {}.run_history (pipeline, target, mode, status, path, batch_id, "
         "started_at, finished_at, duration_s, rows_inserted, rows_updated, rows_deleted, "
-        "rows_unchanged, rows_expired, error) VALUES (%(pipeline)s, %(target)s, %(mode)s, "
-        "%(status)s, %(path)s, %(batch_id)s, %(started_at)s, %(finished_at)s, "
-        "%(duration_s)s, %(rows_inserted)s, %(rows_updated)s, %(rows_deleted)s, "
-        "%(rows_unchanged)s, %(rows_expired)s, %(error)s)"
+        "rows_unchanged, rows_expired, error, action, window_from, window_to) VALUES "
+        "(%(pipeline)s, %(target)s, %(mode)s, %(status)s, %(path)s, %(batch_id)s, "
+        "%(started_at)s, %(finished_at)s, %(duration_s)s, %(rows_inserted)s, "
+        "%(rows_updated)s, %(rows_deleted)s, %(rows_unchanged)s, %(rows_expired)s, "
+        "%(error)s, %(action)s, %(window_from)s, %(window_to)s)"
     ).format(sql.Identifier(schema))
 
 
@@ -233,6 +326,7 @@ class HistoryRow:
     rows_unchanged: int | None
     error: str | None
     rows_expired: int | None = None
+    action: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -244,7 +338,7 @@ class HistoryRow:
 _HISTORY_COLS = (
     "pipeline, target, mode, status, path, batch_id::text, started_at, finished_at, "
     "duration_s, rows_inserted, rows_updated, rows_deleted, rows_unchanged, error, "
-    "rows_expired"
+    "rows_expired, coalesce(action, 'run')"
 )
 
 
@@ -270,7 +364,8 @@ def read_last_run(conn: psycopg.Connection[Any], schema: str, pipeline: str) -> 
         return None
     row = conn.execute(
         sql.SQL(
-            "SELECT max(started_at) FROM {}.run_history WHERE pipeline = %s AND status <> 'skipped'"
+            "SELECT max(started_at) FROM {}.run_history WHERE pipeline = %s AND status <> "
+            "'skipped' AND coalesce(action, 'run') IN ('run', 'full_refresh')"
         ).format(sql.Identifier(schema)),
         (pipeline,),
     ).fetchone()
@@ -289,8 +384,209 @@ def read_run_since(
     row = conn.execute(
         sql.SQL(
             "SELECT min(started_at) FROM {}.run_history WHERE pipeline = %s AND target = %s "
-            "AND status <> 'skipped' AND started_at >= %s"
+            "AND status <> 'skipped' AND started_at >= %s "
+            "AND coalesce(action, 'run') IN ('run', 'full_refresh')"
         ).format(sql.Identifier(schema)),
         (pipeline, target, since),
     ).fetchone()
     return None if row is None else row[0]
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What is stored for one target of a pipeline: the watermark and the run counts."""
+
+    pipeline: str
+    target: str
+    mode: str | None
+    incremental_column: str | None
+    column_type: str | None
+    watermark: str | None
+    last_run_at: datetime | None
+    last_status: str | None
+    last_success_at: datetime | None
+    runs: int
+    failures: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        for k in ("last_run_at", "last_success_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+def read_target_state(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str, target: str, mode: str | None
+) -> TargetState:
+    """The stored state of one target (empty when no state exists yet)."""
+    wm = None
+    agg: tuple[Any, ...] = (None, None, None, 0, 0)
+    if state_exists(conn, schema):
+        wm = read_watermark(conn, schema, pipeline, target)
+        row = conn.execute(
+            sql.SQL(
+                "SELECT max(started_at), (array_agg(status ORDER BY started_at DESC, id DESC))[1],"
+                " max(started_at) FILTER (WHERE status = 'succeeded'),"
+                " count(*) FILTER (WHERE coalesce(action, 'run') <> 'reset'),"
+                " count(*) FILTER (WHERE status = 'failed') "
+                "FROM {}.run_history WHERE pipeline = %s AND target = %s"
+            ).format(sql.Identifier(schema)),
+            (pipeline, target),
+        ).fetchone()
+        if row is not None:
+            agg = tuple(row)
+    return TargetState(
+        pipeline=pipeline,
+        target=target,
+        mode=mode,
+        incremental_column=wm.column if wm else None,
+        column_type=wm.column_type if wm else None,
+        watermark=wm.value if wm else None,
+        last_run_at=agg[0],
+        last_status=agg[1],
+        last_success_at=agg[2],
+        runs=int(agg[3] or 0),
+        failures=int(agg[4] or 0),
+    )
+
+
+def reset_watermark(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    pipeline: str,
+    target: str,
+    mode: str | None,
+    column: str | None,
+    column_type: str | None,
+    to: str | None,
+) -> tuple[str | None, str | None, str | None]:
+    """Clear (``to=None``) or set a target's watermark under its lock, with a ``reset``
+    row in its history. ``to`` is parsed in the column's type (the stored one, else
+    ``column_type``). Returns ``(before, after, column)``.
+
+    Raises :class:`SyncError` while a run holds the target, and :class:`DefinitionError`
+    when ``to`` does not parse or the target has no incremental column.
+    """
+    from datetime import UTC, datetime
+
+    from ematix_flow._errors import SyncError
+
+    ensure_state(conn, schema)
+    lock = (LOCK_NAMESPACE, lock_key(pipeline, target))
+    got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", lock).fetchone()
+    if not (got and got[0]):
+        raise SyncError(
+            f"Pipeline {pipeline}, target {target}: another run holds this target; its "
+            "state was not changed. Try again when that run has finished."
+        )
+    started = datetime.now(UTC)
+    try:
+        with conn.transaction():
+            stored = read_watermark(conn, schema, pipeline, target)
+            before = stored.value if stored else None
+            col = stored.column if stored else column
+            type_sql = (stored.column_type if stored else None) or column_type
+            if to is None:
+                after = None
+                conn.execute(
+                    sql.SQL("DELETE FROM {}.watermarks WHERE pipeline = %s AND target = %s").format(
+                        sql.Identifier(schema)
+                    ),
+                    (pipeline, target),
+                )
+            else:
+                after = canonical_value(
+                    conn,
+                    to,
+                    column=col,
+                    type_sql=type_sql,
+                    where=f"Pipeline {pipeline}, target {target}",
+                )
+                conn.execute(
+                    upsert_watermark_sql(schema),
+                    {
+                        "pipeline": pipeline,
+                        "target": target,
+                        "column": col,
+                        "column_type": type_sql,
+                        "watermark": after,
+                        "batch_id": None,
+                    },
+                )
+            conn.execute(
+                record_run_sql(schema),
+                {
+                    "pipeline": pipeline,
+                    "target": target,
+                    "mode": mode,
+                    "status": "succeeded",
+                    "path": None,
+                    "batch_id": None,
+                    "started_at": started,
+                    "finished_at": datetime.now(UTC),
+                    "duration_s": None,
+                    "rows_inserted": None,
+                    "rows_updated": None,
+                    "rows_deleted": None,
+                    "rows_unchanged": None,
+                    "rows_expired": None,
+                    "error": f"watermark {before!r} → {after!r}",
+                    "action": "reset",
+                    "window_from": None,
+                    "window_to": None,
+                },
+            )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", lock)
+    return before, after, col
+
+
+def canonical_value(
+    conn: psycopg.Connection[Any],
+    value: str,
+    *,
+    column: str | None,
+    type_sql: str | None,
+    where: str,
+) -> str:
+    """``value`` read as the incremental column's type and printed canonically (the
+    form watermarks are stored in); a :class:`DefinitionError` when it does not parse."""
+    from ematix_flow._errors import DefinitionError
+
+    if column is None or type_sql is None:
+        raise DefinitionError(
+            f"{where}: there is no incremental column to set a watermark for (no "
+            "incremental_column=, nothing stored); --to applies to incremental targets only"
+        )
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sql.SQL("SELECT CAST(CAST(%s AS {t}) AS text)").format(t=sql.SQL(type_sql)),
+                (value,),
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise DefinitionError(
+            f"{where}: {value!r} is not a value of incremental column {column!r} "
+            f"({type_sql}): {exc.diag.message_primary or exc}. Give it as that type's text, "
+            "e.g. '2026-01-01 00:00:00+00' or 42."
+        ) from None
+    return str(row[0]) if row else value
+
+
+def backfill_done(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str, target: str, lo: str, hi: str
+) -> bool:
+    """Whether a backfill window of ``target`` already succeeded (a resumed backfill
+    skips it)."""
+    if not state_exists(conn, schema):
+        return False
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {}.run_history WHERE pipeline = %s AND target = %s "
+            "AND action = 'backfill' AND status = 'succeeded' AND window_from = %s "
+            "AND window_to = %s)"
+        ).format(sql.Identifier(schema)),
+        (pipeline, target, lo, hi),
+    ).fetchone()
+    return bool(row and row[0])

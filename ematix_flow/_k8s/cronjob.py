@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ematix_flow._errors import ConfigurationError
@@ -280,4 +280,55 @@ def render_cronjob(
             ],
         },
         "spec": cron_spec,
+    }
+
+
+#: The ``flow`` commands a one-off Job may run (``flow export-k8s --job``).
+JOB_COMMANDS = ("run", "backfill", "state")
+
+
+def render_job(
+    resource_name: str,
+    namespace: str | None,
+    spec: model.EmatixPipelineSpec | Mapping[str, Any],
+    args: Sequence[str],
+) -> dict[str, Any]:
+    """A one-off ``batch/v1`` Job running ``flow <args> --module <module>`` in the same
+    pod as the pipeline's CronJob (image, connections, security context): what
+    ``kubectl create job --from=cronjob/…`` with the command overridden gives, rendered
+    without a cluster. ``args`` start with one of :data:`JOB_COMMANDS`, e.g.
+    ``["backfill", "orders_sync", "--from", "2026-01-01", "--to", "2026-01-08"]``."""
+    if not isinstance(spec, model.EmatixPipelineSpec):
+        spec = model.EmatixPipelineSpec.from_k8s(dict(spec))
+    if not args or args[0] not in JOB_COMMANDS:
+        raise ConfigurationError(
+            f"--job runs one of {', '.join(JOB_COMMANDS)} (e.g. --job 'backfill "
+            f"{spec.pipeline} --from 2026-01-01 --to 2026-01-08'), got {' '.join(args)!r}"
+        )
+    if "--module" in args or "-m" in args:
+        raise ConfigurationError("--job: leave out --module; the pipeline's module is used")
+    if not spec.image:
+        raise ConfigurationError(f"pipeline {spec.pipeline}: no image to run the Job with")
+    pod = _pod_spec(spec, spec.image)
+    pod["containers"][0]["command"] = ["flow", *args, "--module", spec.module]
+    labels = dict(cronjob_labels(resource_name, spec.pipeline))
+    labels["ematix.io/action"] = label_value(args[0])
+    metadata: dict[str, Any] = {
+        "name": _shorten(f"{cronjob_name(resource_name)}-{label_value(args[0])}", 52),
+        "labels": labels,
+        "annotations": {"ematix.io/command": " ".join(["flow", *args])},
+    }
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            # A state action is run by hand: no retries behind the operator's back
+            # (a backfill resumes where it stopped when run again).
+            "backoffLimit": 0,
+            "podFailurePolicy": _pod_failure_policy(),
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        },
     }

@@ -56,6 +56,7 @@ __all__ = [
     "ResourceRequirements",
     "TargetInfo",
     "TargetRunSummary",
+    "TargetTotals",
     "Toleration",
 ]
 
@@ -372,7 +373,30 @@ class TargetRunSummary(_Model):
     rows_inserted: int | None = Field(default=None, ge=0, description="Rows inserted.")
     rows_updated: int | None = Field(default=None, ge=0, description="Rows updated.")
     rows_deleted: int | None = Field(default=None, ge=0, description="Rows deleted.")
+    rows_unchanged: int | None = Field(
+        default=None, ge=0, description="Source rows that changed nothing."
+    )
+    rows_expired: int | None = Field(
+        default=None, ge=0, description="Current versions closed by the ttl (scd2)."
+    )
+    watermark: str | None = Field(
+        default=None, description="The target's watermark after the run (incremental sources)."
+    )
     error: str | None = Field(default=None, description="Error message (no secrets).")
+
+
+class TargetTotals(_Model):
+    """One target's rows over every run the operator counted (each Job once)."""
+
+    target: str = Field(min_length=1, description="Qualified target table.")
+    rows_inserted: int = Field(default=0, ge=0, description="Rows inserted, all runs.")
+    rows_updated: int = Field(default=0, ge=0, description="Rows updated, all runs.")
+    rows_deleted: int = Field(default=0, ge=0, description="Rows deleted, all runs.")
+    rows_unchanged: int = Field(default=0, ge=0, description="Unchanged source rows, all runs.")
+    rows_expired: int = Field(default=0, ge=0, description="Versions expired by ttl, all runs.")
+    watermark: str | None = Field(
+        default=None, description="The watermark after the target's latest successful run."
+    )
 
 
 class LastRun(_Model):
@@ -419,6 +443,18 @@ class EmatixPipelineStatus(_Model):
     )
     consecutive_failures: int = Field(
         default=0, ge=0, description="Failed runs since the last success."
+    )
+    last_finished_run: LastRun | None = Field(
+        default=None,
+        description="The most recent run that finished (lastRun may be one still going).",
+    )
+    target_totals: list[TargetTotals] = Field(
+        default_factory=list,
+        description="Per target: rows over every counted run, and the latest watermark.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["target"],
+        },
     )
 
 

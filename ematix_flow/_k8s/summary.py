@@ -25,7 +25,9 @@ The summary format (version ``"v": 1``)::
                 "rows_deleted": 0},
      "targets": [{"target": "warehouse.customer_dim", "mode": "merge",
                   "status": "succeeded", "rows_inserted": 10, "rows_updated": 2,
-                  "rows_deleted": 0, "error": null, "duration_s": 0.42}, …],
+                  "rows_deleted": 0, "rows_unchanged": 5, "rows_expired": 0,
+                  "watermark_after": "2026-11-29 06:00:00+00", "error": null,
+                  "duration_s": 0.42}, …],
      "truncated": false}
 """
 
@@ -66,10 +68,16 @@ _TARGET_KEYS = (
     "rows_inserted",
     "rows_updated",
     "rows_deleted",
+    "rows_unchanged",
+    "rows_expired",
+    "watermark_after",
     "error",
     "duration_s",
 )
 _COUNTS = ("rows_inserted", "rows_updated", "rows_deleted")
+_MORE_COUNTS = ("rows_unchanged", "rows_expired")
+#: A longer watermark is left out: a cut one would be a wrong value, not a short one.
+_MAX_WATERMARK = 64
 _FAILED = {"failed", "error"}
 # Successive caps on each error's length while shrinking the summary.
 _ERROR_CAPS = (1000, 300, 120, 40)
@@ -111,8 +119,12 @@ def _target(result: Mapping[str, Any]) -> dict[str, Any]:
     entry = {key: result.get(key) for key in _TARGET_KEYS}
     entry["target"] = str(entry["target"]) if entry["target"] is not None else "?"
     entry["status"] = str(entry["status"]) if entry["status"] is not None else "unknown"
-    for key in _COUNTS:
+    for key in (*_COUNTS, *_MORE_COUNTS):
         entry[key] = _int_or_none(entry[key])
+    watermark = entry["watermark_after"]
+    entry["watermark_after"] = (
+        str(watermark) if watermark is not None and len(str(watermark)) <= _MAX_WATERMARK else None
+    )
     if entry["error"] is not None:
         entry["error"] = _redact(str(entry["error"]))
     duration = entry["duration_s"]
@@ -282,6 +294,11 @@ def status_targets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "rowsInserted": _int_or_none(t.get("rows_inserted")),
             "rowsUpdated": _int_or_none(t.get("rows_updated")),
             "rowsDeleted": _int_or_none(t.get("rows_deleted")),
+            "rowsUnchanged": _int_or_none(t.get("rows_unchanged")),
+            "rowsExpired": _int_or_none(t.get("rows_expired")),
+            "watermark": t.get("watermark_after")
+            if isinstance(t.get("watermark_after"), str)
+            else None,
             "error": t.get("error"),
         }
         out.append({k: v for k, v in entry.items() if v is not None})

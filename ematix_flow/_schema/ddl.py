@@ -175,9 +175,9 @@ def create_table_sql(
     The primary key is named ``<table>_pkey`` and each unique constraint
     ``<table>_<columns>_key`` (PostgreSQL's own convention), shortened with a hash when
     a name would pass PostgreSQL's 63-byte limit. With ``deferrable_except`` (the merge
-    keys, which ``ON CONFLICT`` needs checked per row), every other unique constraint and
-    the primary key are ``DEFERRABLE INITIALLY IMMEDIATE``, so a run that defers them can
-    let two rows swap a unique value.
+    keys, which ``ON CONFLICT`` needs checked per row), every other unique constraint is
+    ``DEFERRABLE INITIALLY IMMEDIATE``, so a run that defers them can let two rows swap
+    a unique value. The primary key never is: foreign keys reference it.
 
     >>> from ematix_flow._tablespec import ColumnSpec, TableSpec
     >>> from ematix_flow.types import Text
@@ -191,10 +191,9 @@ def create_table_sql(
     items = [column_definition_sql(spec, c) for c in spec.columns]
     if spec.primary_key:
         items.append(
-            sql.SQL("CONSTRAINT {} PRIMARY KEY ({}){}").format(
-                sql.Identifier(primary_key_name(spec)),
-                _column_list(spec.primary_key),
-                _DEFERRABLE if deferrable(spec.primary_key) else sql.SQL(""),
+            # never deferrable: foreign keys reference it, and ON CONFLICT may use it
+            sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+                sql.Identifier(primary_key_name(spec)), _column_list(spec.primary_key)
             )
         )
     for cols, name in unique_constraint_names(spec).items():

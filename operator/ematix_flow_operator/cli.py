@@ -4,6 +4,7 @@
 
     ematix-flow-operator --all-namespaces --log-format json
     ematix-flow-operator -n data -n analytics --liveness http://0.0.0.0:8080/healthz
+    ematix-flow-operator -A --metrics http://0.0.0.0:9090/metrics   # 'off' disables it
 
 Exit codes follow :mod:`ematix_flow._exitcodes`: a wrong command line or scope is a
 configuration error (3); the operator itself runs until SIGTERM/SIGINT.
@@ -19,11 +20,12 @@ import typer
 
 from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import CONFIG_ERROR
-from ematix_flow_operator.config import DEFAULT_LIVENESS, OperatorConfig
+from ematix_flow_operator.config import DEFAULT_LIVENESS, DEFAULT_METRICS, OperatorConfig
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(name="ematix-flow-operator", add_completion=False)
+_OFF = {"off", "none", ""}
 
 
 @app.command(help="Reconcile EmatixPipeline resources into CronJobs and report their runs.")
@@ -54,6 +56,13 @@ def operate(
     liveness: Annotated[
         str, typer.Option(help="Health endpoint URL for probes; 'off' disables it.")
     ] = DEFAULT_LIVENESS,
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="Prometheus metrics endpoint URL to listen on; 'off' disables it.",
+            envvar="EMATIX_FLOW_OPERATOR_METRICS",
+        ),
+    ] = DEFAULT_METRICS,
     log_format: Annotated[
         str, typer.Option(help="full (timestamped text), plain or json (one object a line).")
     ] = "full",
@@ -82,7 +91,8 @@ def operate(
             all_namespaces=all_namespaces,
             default_image=default_image or None,
             kubeconfig=kubeconfig,
-            liveness_endpoint=None if liveness.lower() in {"off", "none", ""} else liveness,
+            liveness_endpoint=None if liveness.lower() in _OFF else liveness,
+            metrics_endpoint=None if metrics.lower() in _OFF else metrics,
             log_format=log_format,  # type: ignore[arg-type]  # checked by the config
             verbose=verbose,
             debug=debug,

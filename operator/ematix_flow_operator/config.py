@@ -4,19 +4,43 @@ Built by the command line (:mod:`~ematix_flow_operator.cli`) or directly by test
 
     OperatorConfig(namespaces=("data",), recheck_interval=60)
     OperatorConfig(all_namespaces=True, log_format="json")
+    OperatorConfig(all_namespaces=True, metrics_endpoint="http://0.0.0.0:9090/metrics")
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from ematix_flow._errors import ConfigurationError
 
-__all__ = ["DEFAULT_LIVENESS", "OperatorConfig"]
+__all__ = ["DEFAULT_LIVENESS", "DEFAULT_METRICS", "OperatorConfig", "parse_endpoint"]
 
 #: kopf's health endpoint; the chart's liveness and readiness probes call it.
 DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+#: The Prometheus endpoint (:mod:`~ematix_flow_operator.metrics`); the chart's Service
+#: and ServiceMonitor point at it.
+DEFAULT_METRICS = "http://0.0.0.0:9090/metrics"
+
+
+def parse_endpoint(url: str) -> tuple[str, int, str]:
+    """``(host, port, path)`` of an ``http://HOST:PORT/PATH`` endpoint to listen on.
+
+    >>> parse_endpoint("http://0.0.0.0:9090/metrics")
+    ('0.0.0.0', 9090, '/metrics')
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None or parts.username:
+        raise ConfigurationError(
+            f"endpoint {url!r} is not an http://HOST:PORT/PATH address to listen on, such "
+            f"as {DEFAULT_METRICS!r}"
+        )
+    return parts.hostname, port, parts.path or "/"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +62,8 @@ class OperatorConfig:
     kubeconfig: str | None = None
     #: kopf's liveness endpoint (``None`` disables it).
     liveness_endpoint: str | None = DEFAULT_LIVENESS
+    #: The Prometheus endpoint (``None`` disables it).
+    metrics_endpoint: str | None = DEFAULT_METRICS
     #: ``full`` (timestamped text), ``plain`` (messages only) or ``json`` (one object a line).
     log_format: Literal["full", "plain", "json"] = "full"
     verbose: bool = False
@@ -58,6 +84,8 @@ class OperatorConfig:
             raise ConfigurationError(
                 "--recheck-interval and the retry delay must be positive numbers of seconds"
             )
+        if self.metrics_endpoint is not None:
+            parse_endpoint(self.metrics_endpoint)
         if self.log_format not in {"full", "plain", "json"}:
             raise ConfigurationError(
                 f"unknown log format {self.log_format!r}: use full, plain or json"

@@ -13,6 +13,8 @@ CronJob events (ours, by label)           deleted or edited by hand → restored
 Job and Pod events (ours, by label)       the run's outcome → ``status.lastRun`` & co.
 every ``recheck_interval`` seconds         each known resource re-checked (CronJob and
                                           latest Job), in case an event was missed
+startup / cleanup                         the Prometheus endpoint (``metrics_endpoint``)
+                                          started and stopped
 ========================================  ==============================================
 
 No handler needs a finalizer (no deletion handler, no kopf timer or daemon on the
@@ -43,6 +45,7 @@ from ematix_flow_operator.errors import (
     kopf_errors,
 )
 from ematix_flow_operator.kube import Kube, connection_info, load_configuration
+from ematix_flow_operator.metrics import OperatorMetrics
 from ematix_flow_operator.reconcile import desired_cronjob, drifted, owner_of, replacement
 from ematix_flow_operator.status import (
     invalid_status,
@@ -75,14 +78,15 @@ def _selector(labels: Mapping[str, str]) -> str:
 class Operator:
     """The operator's work, shared by the handlers of one process.
 
-    Holds the config, the API client (made at login) and one lock per resource, so the
-    handlers of different watches (the resource, its CronJob, Jobs and Pods) never
-    interleave their read-modify-write of the same status.
+    Holds the config, the API client (made at login), the metrics and one lock per
+    resource, so the handlers of different watches (the resource, its CronJob, Jobs and
+    Pods) never interleave their read-modify-write of the same status.
     """
 
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
         self.kube: Kube | None = None
+        self.metrics = OperatorMetrics()
         self._known: set[tuple[str, str]] = set()
         self._locks: dict[tuple[str, str], threading.RLock] = {}
         self._locks_guard = threading.Lock()
@@ -107,7 +111,7 @@ class Operator:
         configuration = load_configuration(self.config.kubeconfig)
         # On re-login (expired credentials) handlers may still hold the old client:
         # replace it, never close it under them.
-        self.kube = Kube(configuration)
+        self.kube = Kube(configuration, on_transient=self.metrics.api_retry)
         return connection_info(configuration)
 
     @property
@@ -371,6 +375,24 @@ def build_registry(
             task.cancel()
         background.clear()
 
+    if config.metrics_endpoint is not None:
+        endpoint = config.metrics_endpoint
+
+        @kopf.on.startup(registry=registry, id="metrics")
+        async def _start_metrics(**_: Any) -> None:
+            try:
+                await op.metrics.start(endpoint)
+            except OSError as exc:
+                raise kopf.PermanentError(
+                    f"cannot serve metrics on {endpoint}: {exc.strerror or exc}; choose "
+                    "another port with --metrics, or --metrics off"
+                ) from exc
+            logger.info("metrics served on %s", op.metrics.url)
+
+        @kopf.on.cleanup(registry=registry, id="metrics")
+        async def _stop_metrics(**_: Any) -> None:
+            await op.metrics.stop()
+
     @kopf.on.login(registry=registry, id="login")
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return op.login()
@@ -380,11 +402,22 @@ def build_registry(
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="reconcile", field="spec")
     def _reconcile(body: kopf.Body, reason: str, **_: Any) -> None:
         with kopf_errors(retry_delay=retry):
-            op.reconcile(body, cause=str(reason))
+            try:
+                op.reconcile(body, cause=str(reason))
+            except OperatorError as exc:
+                op.metrics.reconcile_error(exc)
+                raise
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="track")
-    def _track(event: Mapping[str, Any], namespace: str, name: str, **_: Any) -> None:
-        op.remember(namespace, name, exists=event.get("type") != "DELETED")
+    def _track(
+        event: Mapping[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any
+    ) -> None:
+        exists = event.get("type") != "DELETED"
+        op.remember(namespace, name, exists=exists)
+        if exists:
+            op.metrics.observe(body)
+        else:
+            op.metrics.forget(namespace, name)
 
     def _quietly(what: str, fn: Callable[[], None]) -> None:
         # Event handlers are not retried by kopf: log and leave it to the next event or

@@ -90,7 +90,14 @@ def _json(response: Any) -> dict[str, Any]:
 class Kube:
     """Typed-by-purpose access to the objects the operator reads and writes."""
 
-    def __init__(self, config: kubernetes.client.Configuration) -> None:
+    def __init__(
+        self,
+        config: kubernetes.client.Configuration,
+        *,
+        on_transient: Callable[[TransientApiError], None] | None = None,
+    ) -> None:
+        #: Told of every transient failure (the operator counts API retries with it).
+        self.on_transient = on_transient
         self.client = kubernetes.client.ApiClient(config)
         self.client.user_agent = USER_AGENT  # tells our calls apart in audit logs
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
@@ -106,15 +113,21 @@ class Kube:
         except ApiException as exc:
             if missing_ok and exc.status == 404:
                 return None
-            raise classify_api_error(exc, doing=doing) from exc
+            raise self._classified(exc, doing) from exc
         except Exception as exc:  # urllib3 transport errors: refused, reset, timed out
             if isinstance(exc, TransientApiError):
                 raise
             if type(exc).__module__.startswith(("urllib3", "http.client", "socket", "ssl")):
-                raise classify_api_error(exc, doing=doing) from exc
+                raise self._classified(exc, doing) from exc
             if isinstance(exc, ConnectionError | TimeoutError):
-                raise classify_api_error(exc, doing=doing) from exc
+                raise self._classified(exc, doing) from exc
             raise
+
+    def _classified(self, exc: BaseException, doing: str) -> Exception:
+        error = classify_api_error(exc, doing=doing)
+        if isinstance(error, TransientApiError) and self.on_transient is not None:
+            self.on_transient(error)
+        return error
 
     # --- EmatixPipeline -----------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 Every function takes the current ``status`` dict (camelCase, as stored) and returns the
 new one; the handlers write the difference (:func:`merge_patch`). Nothing here does
 I/O, so replays are harmless: a Job seen twice, or an older Job seen after a newer one,
-changes nothing the second time — a run is counted in ``consecutiveFailures`` exactly
-once, when ``status.lastRun`` first sees its Job finished.
+changes nothing the second time — a run is counted (in ``consecutiveFailures``, in
+``lastFinishedRun`` and in the per-target row totals ``targetTotals``) exactly once, when
+the status first sees its Job finished. The status is the only memory: an operator that
+restarts reads the totals back and never counts a Job twice.
 
 ::
 
@@ -34,6 +36,7 @@ __all__ = [
     "scheduled_time",
     "with_run",
     "with_schedule_time",
+    "with_totals",
 ]
 
 #: Set by the CronJob controller (Kubernetes ≥ 1.28) on each Job it creates.
@@ -251,6 +254,46 @@ def _failure_reason(run: Mapping[str, Any], job: Mapping[str, Any]) -> str:
     return "RunFailed"
 
 
+_ROW_FIELDS = ("rowsInserted", "rowsUpdated", "rowsDeleted", "rowsUnchanged", "rowsExpired")
+
+
+def with_totals(
+    totals: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """``status.targetTotals`` after adding the rows of one finished run's ``targets``.
+
+    Only targets that succeeded add rows (a failed target's transaction rolled back) and
+    move the watermark. Targets no longer in the run keep their totals.
+
+    >>> totals = with_totals([{"target": "wh.a", "rowsInserted": 2}],
+    ...                      [{"target": "wh.a", "status": "succeeded", "rowsInserted": 3}])
+    >>> totals[0]["rowsInserted"], totals[0]["rowsExpired"]
+    (5, 0)
+    """
+    out = {str(t.get("target")): dict(t) for t in totals if t.get("target")}
+    for t in targets:
+        if t.get("status") != "succeeded" or not t.get("target"):
+            continue
+        entry = out.setdefault(str(t["target"]), {"target": str(t["target"])})
+        for key in _ROW_FIELDS:
+            entry[key] = int(entry.get(key) or 0) + int(t.get(key) or 0)
+        if t.get("watermark") is not None:
+            entry["watermark"] = t["watermark"]
+    for entry in out.values():
+        for key in _ROW_FIELDS:
+            entry.setdefault(key, 0)
+    return [out[name] for name in sorted(out)]
+
+
+def _counted(run: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether ``run`` (finished) was already counted, or is older than one that was."""
+    for seen in (status.get("lastRun") or {}, status.get("lastFinishedRun") or {}):
+        if seen.get("jobName") == run.get("jobName") and seen.get("phase") in TERMINAL:
+            return True
+    finished = status.get("lastFinishedRun") or {}
+    return _is_older(run, finished)
+
+
 def with_run(
     status: Mapping[str, Any],
     run: Mapping[str, Any],
@@ -260,20 +303,30 @@ def with_run(
 ) -> dict[str, Any]:
     """``status`` after observing ``run`` (from :func:`run_from_job` of ``job``).
 
-    An older Job than the one in ``status.lastRun`` changes nothing. A finished Job is
-    counted once: the first time ``lastRun`` sees it finished, a success resets
-    ``consecutiveFailures`` and sets ``lastSuccessfulTime``, a failure adds one.
+    A Job other than the one in ``status.lastRun`` that is older than it, or than
+    ``lastFinishedRun``, or is ``lastFinishedRun``, changes nothing (replayed events of
+    old Jobs, e.g. after an operator restart, while a new Job has not started yet). A
+    finished Job is counted once: the first time the status sees it finished, a success
+    resets ``consecutiveFailures`` and sets ``lastSuccessfulTime``, a failure adds one;
+    either way it becomes ``lastFinishedRun`` and its targets' rows are added to
+    ``targetTotals``.
     """
     current = status.get("lastRun") or {}
-    if current.get("jobName") not in (None, run.get("jobName")) and _is_older(run, current):
+    finished = status.get("lastFinishedRun") or {}
+    if current.get("jobName") not in (None, run.get("jobName")) and (
+        _is_older(run, current)
+        or _is_older(run, finished)
+        or run.get("jobName") == finished.get("jobName")
+    ):
         return dict(status)
     new = with_schedule_time(status, scheduled_time(job))
     new["lastRun"] = dict(run)
     new.setdefault("consecutiveFailures", 0)
-    counted = current.get("jobName") == run.get("jobName") and current.get("phase") in TERMINAL
-    if run.get("phase") not in TERMINAL or counted:
+    if run.get("phase") not in TERMINAL or _counted(run, status):
         return new
     targets = run.get("targets") or []
+    new["lastFinishedRun"] = dict(run)
+    new["targetTotals"] = with_totals(status.get("targetTotals") or (), targets)
     if run["phase"] == "Succeeded":
         new["consecutiveFailures"] = 0
         new["lastSuccessfulTime"] = run.get("completionTime") or now

@@ -24,6 +24,8 @@ def test_bench_runs_at_tiny_n(
     out = tmp_path / "bench.json"
     report = main(["--quick", "--rows", "400", "--server-url", pg_server_url, "--json", str(out)])
     assert report["rows"] == 400 and report["changed_rows"] == 40
+    # CHECKPOINT between measurements when the role may (superuser, pg_checkpoint)
+    assert isinstance(report["checkpoints"], bool)
     labels = [c["measurement"] for c in report["comparisons"]]
     assert labels == [
         "cross-DB merge, initial",

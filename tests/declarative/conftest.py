@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from ematix_flow import pipeline
 
@@ -44,13 +43,8 @@ class Named:
         return url
 
     def close(self) -> None:
-        with psycopg.connect(self.dbs.server_url, autocommit=True) as conn:
-            for database in self._extra:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(database)
-                    )
-                )
+        for database in self._extra:
+            self.dbs.drop_database(database)
 
     def sql(self, which: str, *statements: str) -> None:
         with psycopg.connect(self.urls[which], autocommit=True) as conn:

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from ematix_flow import _core, pipeline
-from ematix_flow._engine.sql_common import HASH_COMMENT
+from ematix_flow._engine.sql_common import HASH_VERSION
 from ematix_flow._errors import EmatixFlowError
 from ematix_flow.source import Source
 from ematix_flow.table import ManagedTable
@@ -155,20 +155,17 @@ def test_a_table_with_the_old_row_hash_is_migrated_without_opening_versions(
     _dim_source(dbs, rows)
     _dim_sync(dbs, mode, path)
     with dbs.connect() as c:
-        # What an earlier version left: md5(ROW(compare columns)::text), no comment.
+        # What an earlier version left: md5(ROW(compare columns)::text), no version
+        # recorded for the table.
         c.execute("UPDATE wh.dim SET row_hash = md5(ROW(name, city)::text)")
-        c.execute("COMMENT ON COLUMN wh.dim.row_hash IS NULL")
+        c.execute("DELETE FROM ematix_flow.target_tables")
         versions = c.execute("SELECT count(*) FROM wh.dim").fetchone()
     result = _dim_sync(dbs, mode, path)
     assert (result["rows_inserted"], result["rows_updated"], result["rows_unchanged"]) == (0, 0, 3)
     with dbs.connect() as c:
         assert c.execute("SELECT count(*) FROM wh.dim").fetchone() == versions
-        comment = c.execute(
-            "SELECT col_description('wh.dim'::regclass, "
-            "(SELECT attnum FROM pg_attribute WHERE attrelid = 'wh.dim'::regclass "
-            "AND attname = 'row_hash'))"
-        ).fetchone()
-    assert comment == (HASH_COMMENT,)
+        recorded = c.execute("SELECT target, row_hash_version FROM ematix_flow.target_tables")
+        assert recorded.fetchall() == [("wh.dim", HASH_VERSION)]
     # and a real change after the migration is still seen
     _dim_source(dbs, [(1, "a", "Bergen"), (2, "b", None), (3, None, None)])
     assert _dim_sync(dbs, mode, path)["rows_updated"] == 1
@@ -221,7 +218,7 @@ def test_preview_names_the_row_hash_migration(dbs: Any) -> None:
     _dim_source(dbs, [(1, "a", "Oslo")])
     _dim_sync(dbs, "scd2", "same_db")
     with dbs.connect() as c:
-        c.execute("COMMENT ON COLUMN wh.dim.row_hash IS NULL")
+        c.execute("DELETE FROM ematix_flow.target_tables")
     conn = _core.connect(dbs.warehouse_url)
     p = plan(
         TargetOptions(table=table_spec(Dim), mode="scd2"),

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from _helm import run_helm
 from _k8s_testing import K8S_MIN_VERSION, REPO_ROOT, load_all, validate_strict
+from _prom_operator import KINDS as MONITORING_KINDS
+from _prom_operator import monitoring_errors
 
 from ematix_flow._k8s.crd import build_crd
 
@@ -55,11 +57,54 @@ ALL_ON: dict[str, Any] = {
         }
     },
     "priorityClassName": "system-cluster-critical",
+    "metrics": {
+        "enabled": True,
+        "port": 9091,
+        "service": {"create": True, "annotations": {"prometheus.io/scrape": "true"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "interval": "15s",
+            "scrapeTimeout": "10s",
+            "relabelings": [{"targetLabel": "cluster", "replacement": "eu-1"}],
+            "metricRelabelings": [
+                {"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}
+            ],
+        },
+        "podMonitor": {"enabled": False},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "failingThreshold": 2,
+            "overdueGraceSeconds": 1800,
+            "notReadyFor": "5m",
+            "operatorDownFor": "2m",
+            "severity": "page",
+            "operatorDownSeverity": "page",
+            "runbookBaseUrl": "https://wiki.example/ematix-flow",
+            "disabled": [],
+        },
+        "dashboard": {
+            "enabled": True,
+            "labels": {"grafana_dashboard": "1"},
+            "annotations": {"grafana_folder": "Data"},
+            "namespace": "monitoring",
+        },
+    },
 }
 ALL_OFF: dict[str, Any] = {
     "crds": {"create": False},
     "serviceAccount": {"create": False, "name": "existing-sa"},
     "rbac": {"create": False},
+    "metrics": {"enabled": False},
+}
+#: Monitoring through a PodMonitor instead of the Service and ServiceMonitor.
+POD_MONITOR: dict[str, Any] = {
+    "metrics": {
+        "service": {"create": False},
+        "podMonitor": {"enabled": True, "labels": {"release": "prom"}, "interval": "1m"},
+        "prometheusRule": {"enabled": True},
+    }
 }
 
 
@@ -101,14 +146,37 @@ def test_helm_lint_strict_passes(helm: Path, tmp_path: Path) -> None:
         assert "0 chart(s) failed" in result.stdout
 
 
-@pytest.mark.parametrize("values", [{}, ALL_ON, ALL_OFF], ids=["defaults", "all-on", "all-off"])
+@pytest.mark.parametrize(
+    "values",
+    [{}, ALL_ON, ALL_OFF, POD_MONITOR],
+    ids=["defaults", "all-on", "all-off", "pod-monitor"],
+)
 def test_every_rendered_object_validates_strictly(
     helm: Path, tmp_path: Path, values: dict[str, Any]
 ) -> None:
+    """Built-in kinds against the official schemas; the Prometheus Operator's kinds
+    against its published schemas (see ``_prom_operator``)."""
     docs = _template(helm, "-f", _values_file(tmp_path, values))
     assert docs
+    monitoring = [d for d in docs if d["apiVersion"] == "monitoring.coreos.com/v1"]
     for doc in docs:
-        validate_strict(doc)
+        if doc not in monitoring:
+            validate_strict(doc)
+    assert {d["kind"] for d in monitoring} <= set(MONITORING_KINDS)
+    assert monitoring_errors(monitoring) == []
+
+
+def test_monitoring_schemas_catch_a_broken_object(helm: Path, tmp_path: Path) -> None:
+    """The schema check is not vacuous."""
+    docs = _by_kind(_template(helm, "-f", _values_file(tmp_path, ALL_ON)))
+    (monitor,) = docs["ServiceMonitor"]
+    (rule,) = docs["PrometheusRule"]
+    monitor["spec"]["endpoints"][0]["interval"] = 30
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    errors = monitoring_errors([monitor, rule])
+    assert len(errors) == 2
+    assert "interval must be string" in errors[0]
+    assert "for must match pattern" in errors[1]
 
 
 def test_chart_requires_the_oldest_version_the_manifests_are_validated_for(helm: Path) -> None:
@@ -128,6 +196,7 @@ def test_defaults_install_everything_cluster_wide(helm: Path) -> None:
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Service",
         "ServiceAccount",
     ]
     args = _container(_template(helm))["args"]
@@ -183,6 +252,8 @@ def test_all_on_deployment_carries_every_option(helm: Path, tmp_path: Path) -> N
     assert "--log-format=plain" in container["args"]
     assert "--recheck-interval=30" in container["args"]
     assert container["ports"][0]["containerPort"] == 9090
+    assert "--metrics=http://0.0.0.0:9091/metrics" in container["args"]
+    assert {"name": "metrics", "containerPort": 9091, "protocol": "TCP"} in container["ports"]
     assert container["resources"]["limits"] == {"memory": "512Mi"}
     assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "false"}
     assert pod["metadata"]["labels"]["team"] == "data"
@@ -203,6 +274,76 @@ def test_all_off_renders_only_the_deployment(helm: Path, tmp_path: Path) -> None
     assert _deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "existing-sa"
     env = {e["name"] for e in _container(docs)["env"]}
     assert "EMATIX_FLOW_OPERATOR_DEFAULT_IMAGE" not in env
+    assert "--metrics=off" in _container(docs)["args"]
+    assert [p["name"] for p in _container(docs)["ports"]] == ["health"]
+
+
+def test_metrics_service_and_monitors_select_the_operator(helm: Path, tmp_path: Path) -> None:
+    rendered = _template(helm, "-f", _values_file(tmp_path, ALL_ON))
+    docs = _by_kind(rendered)
+    pod_labels = _deployment(rendered)["spec"]["template"]["metadata"]["labels"]
+    (service,) = docs["Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9091, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
+    (monitor,) = docs["ServiceMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "15s",
+        "scrapeTimeout": "10s",
+        "relabelings": ALL_ON["metrics"]["serviceMonitor"]["relabelings"],
+        "metricRelabelings": ALL_ON["metrics"]["serviceMonitor"]["metricRelabelings"],
+    }
+    assert "PodMonitor" not in docs
+
+    pods = _by_kind(_template(helm, "-f", _values_file(tmp_path, POD_MONITOR)))
+    assert "Service" not in pods and "ServiceMonitor" not in pods
+    (pod_monitor,) = pods["PodMonitor"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pod_monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "1m"}
+    ]
+
+
+def test_dashboard_configmap_carries_the_dashboard(helm: Path, tmp_path: Path) -> None:
+    (configmap,) = _by_kind(_template(helm, "-f", _values_file(tmp_path, ALL_ON)))["ConfigMap"]
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Data"}
+    shipped = (CHART / "dashboards" / "ematix-flow.json").read_text()
+    assert json.loads(configmap["data"]["ematix-flow.json"]) == json.loads(shipped)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"],
+            "enable one of them",
+        ),
+        (
+            ["metrics.serviceMonitor.enabled=true", "metrics.service.create=false"],
+            "needs metrics.service.create",
+        ),
+        (["metrics.port=8080"], "are the same port"),
+    ],
+)
+def test_monitoring_values_that_cannot_work_are_refused(
+    helm: Path, sets: list[str], message: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    result = run_helm(helm, "template", "flow", str(CHART), *args)
+    assert result.returncode != 0
+    assert message in result.stderr
 
 
 def test_operator_pod_is_non_root_restricted_and_probed(helm: Path) -> None:
@@ -268,6 +409,9 @@ def test_operator_rules_cover_what_it_does(helm: Path) -> None:
         "image.pullPolicy=Sometimes",
         "watchNamespaces[0]=Not_A_Namespace",
         "unknownKey=1",
+        "metrics.port=80",
+        "metrics.serviceMonitor.interval=soon",
+        "metrics.prometheusRule.disabled[0]=NoSuchAlert",
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Path, override: str) -> None:

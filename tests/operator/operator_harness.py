@@ -32,7 +32,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 import yaml
-from ematix_flow_operator import OperatorConfig, build_registry, run
+from ematix_flow_operator import Operator, OperatorConfig, build_registry, run
 from kube_emulator import Call, StrictEmulator
 
 from ematix_flow._k8s.model import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
@@ -265,15 +265,20 @@ class OperatorThread:
         config.setdefault("recheck_interval", 5.0)
         config.setdefault("retry_delay", 0.3)
         config.setdefault("liveness_endpoint", None)
+        # The metrics endpoint on a free loopback port: ``.operator.metrics.url`` after start.
+        config.setdefault("metrics_endpoint", "http://127.0.0.1:0/metrics")
         self.config = OperatorConfig(kubeconfig=str(cluster.kubeconfig), **config)
         self.cluster = cluster
+        #: The running operator's state (its metrics among it); new at each start.
+        self.operator: Operator | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: BaseException | None = None
 
     def _main(self) -> None:
-        registry = build_registry(self.config)
+        assert self.operator is not None
+        registry = build_registry(self.config, operator=self.operator)
         kopf.on.startup(registry=registry, id="test-settings")(fast_settings)
         try:
             asyncio.run(
@@ -286,6 +291,7 @@ class OperatorThread:
         """Start and return once the operator watches EmatixPipelines."""
         self._stop.clear()
         self._ready.clear()
+        self.operator = Operator(self.config)
         watches = self.cluster.watches(PLURAL)
         self._thread = threading.Thread(target=self._main, name="operator", daemon=True)
         self._thread.start()

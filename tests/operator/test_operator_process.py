@@ -32,6 +32,8 @@ from operator_harness import (
     wait_for,
 )
 
+from tests.metrics._prom import parse, value
+
 pytestmark = pytest.mark.k8s
 
 
@@ -115,7 +117,7 @@ def test_periodic_recheck_restores_and_catches_up(own_cluster: Cluster) -> None:
 
 
 def test_console_script_runs_the_operator(own_cluster: Cluster, tmp_path: Path) -> None:
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     env = dict(os.environ, EMATIX_FLOW_OPERATOR_DEFAULT_IMAGE="registry.example/default:2.0")
     stderr = (tmp_path / "operator.log").open("w")
     proc = subprocess.Popen(
@@ -124,6 +126,7 @@ def test_console_script_runs_the_operator(own_cluster: Cluster, tmp_path: Path) 
             "--all-namespaces",
             f"--kubeconfig={own_cluster.kubeconfig}",
             f"--liveness=http://127.0.0.1:{port}/healthz",
+            f"--metrics=http://127.0.0.1:{metrics_port}/metrics",
             "--log-format=json",
             "--recheck-interval=30",
         ],
@@ -147,6 +150,17 @@ def test_console_script_runs_the_operator(own_cluster: Cluster, tmp_path: Path) 
         cj = wait_for(lambda: own_cluster.cronjob("apps", "from-cli"), what="the CronJob")
         container = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "registry.example/default:2.0"
+
+        def scraped() -> bool:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+            ready = value(
+                parse(text), "ematix_flow_pipeline_ready", namespace="apps", name="from-cli"
+            )
+            return ready == 1
+
+        wait_for(scraped, what="the resource on the operator's --metrics endpoint")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -95,6 +95,8 @@ def test_a_real_run_summary_reaches_the_status(
             "rowsInserted": 3,
             "rowsUpdated": 0,
             "rowsDeleted": 0,
+            "rowsUnchanged": 0,
+            "rowsExpired": 0,
         }
     ]
     assert conditions(status)["LastRunSucceeded"]["message"].endswith(

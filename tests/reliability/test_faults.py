@@ -8,6 +8,9 @@ the set-based statement, just before COMMIT and at a random moment; the source s
 terminated mid-COPY; the server crashed (immediate stop) and restarted mid-run. After
 each: the target, its watermark and its run history are the old state or the new one,
 never a mix, and the next run converges to the reference warehouse's rows.
+
+It needs a server of its own, whatever ``EMATIX_FLOW_TEST_DSN`` says: it crashes and
+restarts the server mid-run. The harness starts a dedicated embedded PostgreSQL.
 """
 
 from __future__ import annotations

@@ -134,13 +134,10 @@ class _Shared:
         return psycopg.connect(url, autocommit=True)
 
     def drop(self) -> None:
-        with psycopg.connect(self.server_url, autocommit=True) as conn:
-            for name in self.names:
-                conn.execute(
-                    psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        psycopg.sql.Identifier(name)
-                    )
-                )
+        from pg_helpers import drop_database
+
+        for name in self.names:
+            drop_database(self.server_url, name)
 
 
 @pytest.fixture(scope="module")

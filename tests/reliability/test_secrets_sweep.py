@@ -1,9 +1,9 @@
 """Secrets sweep: with DSNs carrying distinctive passwords (one plain, one with URL
 metacharacters percent-encoded), run every ``flow`` command, in text and JSON, on
 succeeding, failing and unreachable pipelines; read every run-history row, the
-termination summaries, and the operator's status and Events after it read those
-summaries back. No password — raw, percent-encoded, or any 6-character piece of it —
-appears anywhere.
+termination summaries, the metrics file of those runs, and the operator's status, Events
+and scraped /metrics after it read those summaries back. No password — raw,
+percent-encoded, or any 6-character piece of it — appears anywhere.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,15 +21,17 @@ import psycopg
 import pytest
 import typer
 from operator_harness import Cluster, OperatorThread, finish_run, spec, start_run, wait_for
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
 
 from ematix_flow import pipeline
 from ematix_flow._cli.main import app
+from tests.metrics._prom import parse, value
 
 pytestmark = [pytest.mark.db, pytest.mark.k8s]
 
 PLAIN = "Sw33p-Pa55word-7Qz"
+RUN_NAMES = ("good", "failing", "unreachable")
 ODD = "p@ss:W0rd/Sw%ep#9"  # written percent-encoded in the URL
 
 MODULE = """
@@ -64,17 +68,15 @@ def unreachable(src, tgt):
 """
 
 
-def _with_password(url: str, password: str) -> str:
-    params = conninfo_to_dict(url)
-    params["password"] = password
-    return make_conninfo(**params)
-
-
 def _url(url: str, password: str) -> str:
-    """The URL form ``postgresql://user:<encoded password>@/db?host=…``."""
+    """The URL form ``postgresql://user:<encoded password>@/db?host=…&port=…`` (host and
+    port as parameters: the host may be a unix-socket directory)."""
     p = conninfo_to_dict(url)
     encoded = quote(password, safe="")
-    return f"postgresql://{p['user']}:{encoded}@/{p['dbname']}?host={quote(p['host'], safe='')}"
+    query = f"host={quote(p['host'], safe='')}"
+    if p.get("port"):
+        query += f"&port={p['port']}"
+    return f"postgresql://{p['user']}:{encoded}@/{p['dbname']}?{query}"
 
 
 def _leaks(text: str) -> list[str]:
@@ -104,7 +106,7 @@ class Sweep:
         assert "Traceback" not in result.output, (label, result.output)
         self.add(label, result.output)
         words = [a for a in args if not a.startswith("-")]
-        if words[:1] in (["connections"], ["dev-db"]):
+        if words[:1] in (["connections"], ["dev-db"], ["state"]):
             self.commands.add(" ".join(words[:2]))
         elif words:
             self.commands.add(words[0])
@@ -120,13 +122,21 @@ def _all_commands() -> set[str]:
     return names
 
 
+@dataclass(frozen=True)
+class Project:
+    source_url: str
+    warehouse_url: str
+
+
 @pytest.fixture
-def project(dbs: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    with dbs.connect("source") as conn:
+def project(own_role: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # Each database is owned by a role whose password is a marker: logins really use it.
+    dbs = Project(own_role(ODD).new_database(), own_role(PLAIN).new_database())
+    with psycopg.connect(dbs.source_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA app")
         conn.execute("CREATE TABLE app.people (id bigint PRIMARY KEY, name text)")
         conn.execute("INSERT INTO app.people VALUES (1, 'a'), (2, 'b')")
-    monkeypatch.setenv("EMATIX_FLOW_DSN_WAREHOUSE", _with_password(dbs.warehouse_url, PLAIN))
+    monkeypatch.setenv("EMATIX_FLOW_DSN_WAREHOUSE", dbs.warehouse_url)
     monkeypatch.setenv("EMATIX_FLOW_DSN_OLTP", _url(dbs.source_url, ODD))
     monkeypatch.setenv(
         "EMATIX_FLOW_DSN_DOWN", f"postgresql://app:{quote(ODD, safe='')}@/db?host=/nonexistent"
@@ -166,18 +176,32 @@ def test_no_password_in_any_output_history_summary_status_or_event(
                 sweep.flow(command, name, *m, *f, codes=codes)
                 sweep.flow(command, name, *m, "--verbose", *f, codes=codes)
         summaries = []
+        prom = tmp_path / f"flow-{fmt}.prom"
         for name, code in (("good", 0), ("failing", 1), ("unreachable", 1)):
             path = tmp_path / f"termination-{name}-{fmt}"
             monkeypatch.setenv("EMATIX_FLOW_TERMINATION_MESSAGE_PATH", str(path))
-            sweep.flow("run", name, *m, *f, codes=(code,))
+            sweep.flow("run", name, *m, *f, "--metrics-file", str(prom), codes=(code,))
             summaries.append((name, code, path.read_text()))
             sweep.add(f"termination summary of {name}", summaries[-1][2])
         monkeypatch.delenv("EMATIX_FLOW_TERMINATION_MESSAGE_PATH")
-        sweep.flow("run-due", *m, *f, codes=(1,))
+        sweep.flow("run-due", *m, *f, "--metrics-file", str(prom), codes=(1,))
+        sweep.add(f"metrics file ({fmt})", prom.read_text())
         for name in ("good", "failing"):
             sweep.flow("history", name, *m, *f)
         sweep.flow("history", "unreachable", *m, *f, codes=(1,))
+        # the state actions, on a reachable target and on an unreachable one
+        sweep.flow("state", "show", "good", *m, *f)
+        sweep.flow("state", "show", "unreachable", *m, *f, codes=(0, 1))
+        sweep.flow("state", "reset", "good", *m, "--preview", *f)
+        sweep.flow("state", "reset", "unreachable", *m, "--preview", *f, codes=(0, 1))
+        sweep.flow(
+            "backfill", "good", *m, "--from", "0", "--to", "10", "--preview", *f, codes=(0, 1, 3)
+        )
+        sweep.flow("run", "good", *m, "--full-refresh", *f)
     sweep.flow("export-k8s", *m, "--image", "registry.example/p:1")
+    sweep.flow(
+        "export-k8s", *m, "--image", "registry.example/p:1", "--job", "run good --full-refresh"
+    )
     sweep.flow("dev-db", "status", codes=(0, 1))
     sweep.flow("dev-db", "url", codes=(0, 1, 3))
     sweep.flow("connections", "set", f"saved=postgresql://app:{quote(ODD, safe='')}@h/db")
@@ -208,6 +232,18 @@ def test_no_password_in_any_output_history_summary_status_or_event(
         )
         sweep.add(f"status of {resource}", json.dumps(cluster.status(ns, resource)))
         sweep.add(f"events of {resource}", json.dumps(cluster.events(ns, resource)))
+    # The operator's /metrics, once it has seen every run (labels and help texts).
+    assert operator_thread.operator is not None and operator_thread.operator.metrics.url
+
+    def scraped() -> str | None:
+        with urllib.request.urlopen(operator_thread.operator.metrics.url, timeout=10) as r:
+            text = r.read().decode()
+        samples = parse(text)
+        runs = "ematix_flow_pipeline_last_run_success"
+        seen = [value(samples, runs, namespace=ns, name=f"sweep-{n}") for n in RUN_NAMES]
+        return text if None not in seen else None
+
+    sweep.add("operator /metrics", wait_for(scraped, what="every run in the operator's metrics"))
 
     # demo and dev-db start/stop run an embedded server of their own (trust login, no
     # password anywhere): nothing of a user's DSN to leak; they are tested in tests/demo.
@@ -218,6 +254,8 @@ def test_no_password_in_any_output_history_summary_status_or_event(
     assert "cannot connect to 'down'" in seen["status of sweep-unreachable"]
     assert "cannot connect to 'down'" in seen["termination summary of unreachable"]
     assert "/nonexistent" in seen["flow connections check down --timeout 1 --format text"]
+    assert 'pipeline="unreachable"' in seen["metrics file (json)"]
+    assert 'name="sweep-failing"' in seen["operator /metrics"]
     leaks = [(label, _leaks(text)) for label, text in sweep.seen if _leaks(text)]
     assert leaks == []
     assert len(sweep.seen) > 60

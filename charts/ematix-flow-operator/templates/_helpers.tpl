@@ -159,3 +159,39 @@ through the CRDs and matches its namespace patterns against the namespaces.
   - list
   - watch
 {{- end }}
+
+{{/*
+The metrics Service's name.
+*/}}
+{{- define "ematix-flow-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "ematix-flow-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The `job` label Prometheus gives the operator's scrape: the Service's name for a
+ServiceMonitor, `<namespace>/<name>` for a PodMonitor, unless set explicitly.
+*/}}
+{{- define "ematix-flow-operator.metricsJob" -}}
+{{- if .Values.metrics.prometheusRule.operatorJob }}
+{{- .Values.metrics.prometheusRule.operatorJob }}
+{{- else if and .Values.metrics.podMonitor.enabled (not .Values.metrics.serviceMonitor.enabled) }}
+{{- printf "%s/%s" .Release.Namespace (include "ematix-flow-operator.fullname" .) }}
+{{- else }}
+{{- include "ematix-flow-operator.metricsServiceName" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fail early on monitoring values that cannot work together.
+*/}}
+{{- define "ematix-flow-operator.checkMetrics" -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled both scrape the operator pod: enable one of them" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.operator.healthPort)) }}
+{{- fail "metrics.port and operator.healthPort are the same port: give the metrics endpoint another one" }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.create) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.create (the ServiceMonitor selects that Service); or use metrics.podMonitor" }}
+{{- end }}
+{{- end }}
