@@ -704,9 +704,7 @@ def dry_run(
     target: str | None = None,
 ) -> RunReport:
     """Execute every target of ``name`` inside a transaction and roll it back."""
-    entry = get(name)
-    steer = _steer_for(entry, "full_refresh" if full_refresh else "run", target, discard_history)
-    return _invoke(entry, "dry_run", steer=steer)
+    return _steered(name, "dry_run", full_refresh, discard_history, target)
 
 
 def preview(
@@ -717,9 +715,15 @@ def preview(
     target: str | None = None,
 ) -> RunReport:
     """Plan every target of ``name`` without writing anything."""
+    return _steered(name, "preview", full_refresh, discard_history, target)
+
+
+def _steered(
+    name: str, action: str, full_refresh: bool, discard_history: bool, target: str | None
+) -> RunReport:
     entry = get(name)
     steer = _steer_for(entry, "full_refresh" if full_refresh else "run", target, discard_history)
-    return _invoke(entry, "preview", steer=steer)
+    return _invoke(entry, action, steer=steer)
 
 
 def _steer_for(
