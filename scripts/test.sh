@@ -6,8 +6,9 @@
 # are (scram-sha-256 password auth over TCP on a port of its own, a role that is not a
 # superuser). Exits non-zero when any check or any version fails.
 #
-#   bash scripts/test.sh                        # what .ci/run runs: the embedded 18
-#   EMATIX_FLOW_PG_MATRIX=1 bash scripts/test.sh   # the version matrix (14-18)
+#   bash scripts/test.sh                        # everything: what .ci/run runs
+#   EMATIX_FLOW_PG_MATRIX=0 bash scripts/test.sh   # the whole suite once, on the
+#                                               # embedded PostgreSQL 18 (no matrix)
 #   bash scripts/test.sh tests/engine -x        # the checks, then pytest with these
 #                                               # arguments once (embedded PostgreSQL 18)
 #   EMATIX_FLOW_TEST_DSN=postgresql://… bash scripts/test.sh   # the whole suite, once,
@@ -27,11 +28,11 @@ bash scripts/ensure-promtool.sh
 if [ "$#" -gt 0 ] || [ -n "${EMATIX_FLOW_TEST_DSN:-}" ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
-if [ "${EMATIX_FLOW_PG_MATRIX:-}" = "1" ]; then
-    # every supported version on servers set up as production ones (scripts/pg_versions.py)
-    .venv/bin/python scripts/pg_versions.py ci
-else
+if [ "${EMATIX_FLOW_PG_MATRIX:-1}" = "0" ]; then
     # the whole suite on the embedded PostgreSQL 18
     .venv/bin/python -m pytest
+else
+    # every supported version on servers set up as production ones (scripts/pg_versions.py)
+    .venv/bin/python scripts/pg_versions.py ci
 fi
 echo "scripts/test.sh took $((SECONDS - started)) s"

@@ -108,11 +108,10 @@ def create_db(pg_server_url: str) -> Iterator[Callable[[str], str]]:
         return url
 
     yield create
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        for name in made:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    from pg_helpers import drop_database  # a non-superuser's FORCE can meet autovacuum
+
+    for name in made:
+        drop_database(pg_server_url, name)
 
 
 @pytest.fixture(params=ENVIRONMENTS)

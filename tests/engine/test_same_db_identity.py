@@ -70,15 +70,19 @@ def tables(dbs: Any) -> None:
 def reader(dbs: Any, tables: None) -> Iterator[str]:
     """A LOGIN role with ``search_path = app`` that may read ``app.u`` only; its URL on
     the warehouse database. Dropped at the end."""
-    role = f"reader_{uuid.uuid4().hex[:8]}"
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     ident = sql.Identifier(role)
     with dbs.connect("warehouse") as c:
-        c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        # a password of its own: the test server may check passwords (scram-sha-256)
+        c.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(password)))
+        # membership, so that a role that is not a superuser may end its sessions and
+        # drop what it owns afterwards (PostgreSQL 16+ no longer implies it)
+        c.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
         c.execute(sql.SQL("ALTER ROLE {} SET search_path = app").format(ident))
         c.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(ident))
         c.execute(sql.SQL("GRANT SELECT ON app.u TO {}").format(ident))
     try:
-        yield _with(dbs.warehouse_url, user=role)
+        yield _with(dbs.warehouse_url, user=role, password=password)
     finally:
         with dbs.connect("warehouse") as c:
             c.execute(

@@ -415,13 +415,10 @@ def _create_pair(server_url: str) -> tuple[str, str]:
 
 
 def _drop(server_url: str, *urls: str) -> None:
-    with pinned(server_url) as c:
-        for url in urls:
-            c.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(dbname(url))
-                )
-            )
+    from pg_helpers import drop_database  # a non-superuser's FORCE can meet autovacuum
+
+    for url in urls:
+        drop_database(server_url, dbname(url))
 
 
 @pytest.fixture(scope="module")
@@ -478,6 +475,9 @@ def role(dbs: Any) -> Iterator[Role]:
                     ident, sql.Literal(made.password)
                 )
             )
+            # ALTER DATABASE … OWNER TO needs membership in the new owner (and, on
+            # PostgreSQL 16+, the right to SET ROLE to it): grant it to ourselves
+            c.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(ident))
             for setting, value in ROLE_SETTINGS.items():
                 c.execute(
                     sql.SQL("ALTER ROLE {} SET {} = {}").format(
