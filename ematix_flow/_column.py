@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ematix_flow._errors import DefinitionError
+from ematix_flow._sqltypes import sql_type
 
 __all__ = ["Column"]
 
@@ -24,8 +25,6 @@ class Column:
     autoincrement: bool = False
 
     def __post_init__(self) -> None:
-        from ematix_flow.types import sql_type
-
         object.__setattr__(self, "type", sql_type(self.type))
         for flag in ("nullable", "primary_key", "autoincrement"):
             if not isinstance(getattr(self, flag), bool):

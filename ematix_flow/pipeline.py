@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ematix_flow._declarative._options import NOT_GIVEN, OPTION_NAMES, NotGiven
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
 from ematix_flow._engine.steer import Steer
@@ -51,6 +50,7 @@ from ematix_flow._errors import (
     EmatixFlowError,
     PipelineNotFoundError,
 )
+from ematix_flow._option_keywords import NOT_GIVEN, OPTION_NAMES, NotGiven
 from ematix_flow.source import Source
 from ematix_flow.table import table_spec
 

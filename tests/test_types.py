@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from ematix_flow._errors import DefinitionError
@@ -47,3 +49,12 @@ def test_bad_parameters_raise_definition_error(build) -> None:
 def test_not_a_type_names_the_choices() -> None:
     with pytest.raises(DefinitionError, match="BigInt"):
         sql_type(int)
+
+
+def test_types_are_named_by_their_public_module() -> None:
+    # The types are defined in a private module below Column; reprs, help() and pickles
+    # still name ematix_flow.types, where the spec imports them from.
+    assert repr(BigInt) == "<class 'ematix_flow.types.BigInt'>"
+    assert repr(String[256]) == "<class 'ematix_flow.types.String[256]'>"
+    assert sql_type.__module__ == "ematix_flow.types"
+    assert pickle.loads(pickle.dumps(String)) is String

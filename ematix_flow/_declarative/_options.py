@@ -13,13 +13,13 @@ any other, so a pipeline can switch a table default *off*: ``handle_deletes=None
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 
 from ematix_flow._errors import DefinitionError
+from ematix_flow._option_keywords import NOT_GIVEN, OPTION_NAMES, NotGiven
 
 __all__ = [
     "HANDLE_DELETES",
@@ -34,41 +34,9 @@ __all__ = [
 ]
 
 
-class NotGiven(enum.Enum):
-    """The type of :data:`NOT_GIVEN`: an option the caller did not pass.
-
-    ``None`` is a real value for several options (``handle_deletes=None`` keeps rows,
-    ``ttl=None`` never expires, ``keys=None`` infers the keys), so a level can pass
-    ``None`` to switch off a lower level's default; only ``NOT_GIVEN`` falls through.
-    """
-
-    NOT_GIVEN = "NOT_GIVEN"
-
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-
-#: The default of every per-target option keyword of ``pipeline.sync`` and the decorators.
-NOT_GIVEN: Final = NotGiven.NOT_GIVEN
-
 MODES: Final = ("append", "merge", "scd1", "scd2")
 HANDLE_DELETES: Final = (None, "soft", "hard")
 KEYED_MODES: Final = ("merge", "scd1", "scd2")
-
-#: Every option that can be set per target, in the order of ``pipeline.sync``.
-OPTION_NAMES: Final = (
-    "mode",
-    "keys",
-    "compare_columns",
-    "update_columns",
-    "event_timestamp_column",
-    "ttl",
-    "handle_deletes",
-    "incremental_column",
-    "incremental_lookback",
-    "lock_timeout",
-    "statement_timeout",
-)
 
 _TIMEOUTS = ("lock_timeout", "statement_timeout")
 _COLUMN_LISTS = ("keys", "compare_columns", "update_columns")
