@@ -51,6 +51,7 @@ from ematix_flow._errors import (
     PipelineNotFoundError,
 )
 from ematix_flow._option_keywords import NOT_GIVEN, OPTION_NAMES, NotGiven
+from ematix_flow._tablespec import TableSpec
 from ematix_flow.source import Source
 from ematix_flow.table import table_spec
 
@@ -80,6 +81,10 @@ _progress: ContextVar[Callable[[str], None] | None] = ContextVar(
     "ematix_flow_progress", default=None
 )
 _steer: ContextVar[Steer | None] = ContextVar("ematix_flow_steer", default=None)
+#: The run's shared source read: (the Source, {id(target connection): Shared}).
+_shared: ContextVar[tuple[Any, dict[int, Any]] | None] = ContextVar(
+    "ematix_flow_shared", default=None
+)
 
 
 @dataclass(repr=False)
@@ -304,28 +309,20 @@ def sync(
         return TargetResult(
             pipeline=report.pipeline, target=spec.qualified_name, mode="", status="not_selected"
         ).summary()
-    given = {
-        "mode": mode,
-        "keys": keys,
-        "compare_columns": compare_columns,
-        "update_columns": update_columns,
-        "event_timestamp_column": event_timestamp_column,
-        "ttl": ttl,
-        "handle_deletes": handle_deletes,
-        "incremental_column": incremental_column,
-        "incremental_lookback": incremental_lookback,
-        "lock_timeout": lock_timeout,
-        "statement_timeout": statement_timeout,
-    }
-    if given["mode"] is None:
-        given["mode"] = NOT_GIVEN
-    for name in OPTION_NAMES:
-        if given[name] is NOT_GIVEN:
-            given[name] = spec.options.get(name, NOT_GIVEN if name in _TIMEOUTS else None)
-    for name in _TIMEOUTS:
-        # not given anywhere: the environment or the engine's default decides
-        if given[name] is NOT_GIVEN:
-            given[name] = False
+    given = _given(
+        spec,
+        mode=mode,
+        keys=keys,
+        compare_columns=compare_columns,
+        update_columns=update_columns,
+        event_timestamp_column=event_timestamp_column,
+        ttl=ttl,
+        handle_deletes=handle_deletes,
+        incremental_column=incremental_column,
+        incremental_lookback=incremental_lookback,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+    )
     if not isinstance(source, Source):
         raise DefinitionError(
             f"sync(source=...) takes a Source (Source.postgres_query / "
@@ -333,26 +330,11 @@ def sync(
         )
     action = report.action
     try:
-        if given["mode"] is None:
-            raise DefinitionError(
-                f"target {spec.qualified_name}: no mode; pass mode='append'|'merge'|'scd1'|"
-                "'scd2' (or declare it on the table)"
-            )
-        options = TargetOptions(
-            table=spec,
-            mode=given["mode"],
-            keys=_tuple(given["keys"]),
-            compare_columns=_tuple(given["compare_columns"]),
-            update_columns=_tuple(given["update_columns"]),
-            event_timestamp_column=given["event_timestamp_column"],
-            ttl=given["ttl"],
-            handle_deletes=given["handle_deletes"],
-            incremental_column=given["incremental_column"],
-            incremental_lookback=given["incremental_lookback"],
-            lock_timeout=given["lock_timeout"],
-            statement_timeout=given["statement_timeout"],
-            force_path=force_path,
-        )
+        options = _options(spec, given, force_path)
+        fan = _shared.get()
+        shared = None
+        if fan is not None and fan[0] is source and not isinstance(target_connection, str):
+            shared = fan[1].get(id(target_connection))
         the_plan = plan(
             options,
             source,
@@ -361,6 +343,7 @@ def sync(
             inspect=action == "preview",
             connect_timeout=5,
             steer=steer,
+            shared=shared,
         )
     except EmatixFlowError as exc:
         result = TargetResult(
@@ -410,6 +393,91 @@ def sync(
 
 
 _TIMEOUTS = ("lock_timeout", "statement_timeout")
+
+
+def _given(spec: TableSpec, **given: Any) -> dict[str, Any]:
+    """The options of one sync: given ones, then the table's declared defaults; ``None``
+    for the rest (timeouts not given anywhere: ``False``, the environment decides)."""
+    if given["mode"] is None:
+        given["mode"] = NOT_GIVEN
+    for name in OPTION_NAMES:
+        if given.get(name, NOT_GIVEN) is NOT_GIVEN:
+            given[name] = spec.options.get(name, NOT_GIVEN if name in _TIMEOUTS else None)
+    for name in _TIMEOUTS:
+        if given[name] is NOT_GIVEN:
+            given[name] = False
+    return given
+
+
+def _options(spec: TableSpec, given: dict[str, Any], force_path: str | None) -> TargetOptions:
+    if given["mode"] is None:
+        raise DefinitionError(
+            f"target {spec.qualified_name}: no mode; pass mode='append'|'merge'|'scd1'|"
+            "'scd2' (or declare it on the table)"
+        )
+    return TargetOptions(
+        table=spec,
+        mode=given["mode"],
+        keys=_tuple(given["keys"]),
+        compare_columns=_tuple(given["compare_columns"]),
+        update_columns=_tuple(given["update_columns"]),
+        event_timestamp_column=given["event_timestamp_column"],
+        ttl=given["ttl"],
+        handle_deletes=given["handle_deletes"],
+        incremental_column=given["incremental_column"],
+        incremental_lookback=given["incremental_lookback"],
+        lock_timeout=given["lock_timeout"],
+        statement_timeout=given["statement_timeout"],
+        force_path=force_path,
+    )
+
+
+@contextmanager
+def _shared_source(
+    source: Source, syncs: Sequence[tuple[Any, Any, dict[str, Any]]], force_path: str | None
+) -> Iterator[None]:
+    """Read ``source`` once for every ``(target, target_connection, options)`` of
+    ``syncs`` (see :mod:`ematix_flow._engine.fanout`): the ``sync`` calls made inside,
+    with this very ``source`` and those connections, are written from the shared stage.
+    Fewer than two targets selected in this run, a backfill window, or targets whose
+    options cannot be resolved: nothing is shared, each sync reads the source itself."""
+    from ematix_flow._engine.fanout import Member, share
+    from ematix_flow.source import resolve_connection
+
+    steer = _steer.get()
+    members = []
+    for target, connection, opts in syncs:
+        spec = table_spec(target)
+        if steer is not None and not steer.applies_to(spec.qualified_name):
+            continue
+        try:
+            options = _options(spec, _given(spec, **{"mode": None, **opts}), force_path)
+        except EmatixFlowError:
+            members = []
+            break
+        if isinstance(connection, str):
+            connection = resolve_connection(connection)
+        members.append(Member(options, connection))
+    if len(members) < 2 or (steer is not None and steer.window is not None):
+        yield
+        return
+    from ematix_flow._engine.state import state_schema
+    from ematix_flow._engine.steer import KEEP
+
+    with share(
+        source,
+        members,
+        pipeline=_report.get().pipeline if _report.get() is not None else AD_HOC,
+        state_schema=state_schema(),
+        fill=_action.get() != "preview",
+        bounded=steer is None or (not steer.full_refresh and steer.watermark == KEEP),
+        timeouts=members[0].options.timeouts,
+    ) as stages:
+        token = _shared.set((source, stages))
+        try:
+            yield
+        finally:
+            _shared.reset(token)
 
 
 def not_run(*, target: Any, target_connection: Any, mode: str, reason: str) -> None:

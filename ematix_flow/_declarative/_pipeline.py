@@ -28,6 +28,7 @@ returned into a :class:`~ematix_flow.source.Source`, and calls
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -475,17 +476,44 @@ class DeclaredPipeline:
 
         results: list[Any] = []
         first_error: BaseException | None = None
-        for i, tgt in enumerate(spec.targets):
-            try:
-                results.append(self._sync_target(tgt, connection))
-            except Exception as exc:
-                if not keep_going:
-                    self._not_run(spec.targets[i + 1 :], failed=tgt, connection=connection)
-                    raise
-                first_error = first_error or exc
+        shared, source = self._shared_source(connection, results)
+        start = len(results)
+        with shared if shared is not None else contextlib.nullcontext():
+            for i, tgt in enumerate(spec.targets[start:], start):
+                try:
+                    results.append(self._sync_target(tgt, connection, source))
+                except Exception as exc:
+                    if not keep_going:
+                        self._not_run(spec.targets[i + 1 :], failed=tgt, connection=connection)
+                        raise
+                    first_error = first_error or exc
         if first_error is not None:
             raise first_error
         return results
+
+    def _shared_source(
+        self, connection: Callable[[str], Any], results: list[Any]
+    ) -> tuple[Any, Any]:
+        """Several targets and a function that does not take the target connection: the
+        source is the same for every target, so it is evaluated once and read once per
+        run (``pipeline._shared_source``). The function is called here, once; if it
+        ran its own ``pipeline.sync`` (returned its dict), that was the first target,
+        and the rest run as before."""
+        spec = self.spec
+        if len(spec.targets) < 2 or spec.arity == 2:
+            return None, None
+        try:
+            src = connection(spec.source_connection_name)
+            returned = self._call(*((src,) if spec.arity == 1 else ()))
+            if isinstance(returned, dict):
+                results.append(returned)
+                return None, None
+            source = self._source(returned, src)
+            syncs = [(t.table, connection(t.connection), dict(t.options)) for t in spec.targets]
+        except Exception:
+            # the targets run one by one, and each reports this failure as its own
+            return None, None
+        return _api()._shared_source(source, syncs, spec.force_path), source
 
     def _not_run(
         self,
@@ -512,15 +540,18 @@ class DeclaredPipeline:
                 ),
             )
 
-    def _sync_target(self, tgt: ResolvedTarget, connection: Callable[[str], Any]) -> Any:
+    def _sync_target(
+        self, tgt: ResolvedTarget, connection: Callable[[str], Any], source: Any = None
+    ) -> Any:
         spec = self.spec
         src = connection(spec.source_connection_name)
         dst = connection(tgt.connection)
-        args = {0: (), 1: (src,), 2: (src, dst)}[spec.arity]
-        returned = self._call(*args)
-        if isinstance(returned, dict):
-            return returned  # the function ran its own pipeline.sync
-        source = self._source(returned, src)
+        if source is None:
+            args = {0: (), 1: (src,), 2: (src, dst)}[spec.arity]
+            returned = self._call(*args)
+            if isinstance(returned, dict):
+                return returned  # the function ran its own pipeline.sync
+            source = self._source(returned, src)
         return _api().sync(
             target=tgt.table,
             source=source,

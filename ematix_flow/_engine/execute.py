@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from ematix_flow._engine import state
@@ -41,9 +42,19 @@ from ematix_flow._engine.explain import (
     explain,
     untranslatable,
 )
-from ematix_flow._engine.inspect import describe, inspect_target
-from ematix_flow._engine.plan import Plan, Step, build_plan, copy_in_sql, copy_out_sql, stage_sql
-from ematix_flow._engine.sql_common import cast_type
+from ematix_flow._engine.inspect import describe, describe_source, inspect_target
+from ematix_flow._engine.plan import (
+    LOADED_WATERMARK,
+    Decision,
+    Plan,
+    Step,
+    build_plan,
+    copy_in_sql,
+    copy_out_sql,
+    stage_sql,
+)
+from ematix_flow._engine.sql_common import cast_type, render
+from ematix_flow._engine.sql_load import load_copy_in_sql, load_copy_out_sql
 from ematix_flow._errors import EmatixFlowError, SourceError, SyncError
 from ematix_flow._session import Timeouts
 
@@ -89,6 +100,8 @@ class TargetResult:
     error: str | None = None
     #: The label of the step that raised, when the target failed while executing one.
     failed_step: str | None = None
+    #: Why a load straight into a new table was rolled back for the staged plan.
+    fallback: str | None = None
     dry_run: bool = False
     #: run | full_refresh | backfill (what the history row records)
     action: str = "run"
@@ -190,6 +203,9 @@ def execute(
 ) -> TargetResult:
     """Run ``plan`` (rebuilt from the databases' current facts) in one transaction.
 
+    A plan that reads the run's shared stage (``plan.shared``) runs on the session
+    holding that stage, which stays open for the run's other targets.
+
     ``due_slot`` (``flow run-due``): the schedule slot this run serves. Under the
     target's advisory lock, a non-skipped run of the same pipeline and target that
     started at or after it means the slot is served already (another ``run-due``
@@ -223,7 +239,8 @@ def execute(
     tconn: psycopg.Connection[Any] | None = None
     timeouts = plan.options.timeouts
     try:
-        tconn = plan.target_conn_obj.open(autocommit=True, timeouts=timeouts)
+        shared_session = plan.shared.session if plan.shared is not None else None
+        tconn = shared_session or plan.target_conn_obj.open(autocommit=True, timeouts=timeouts)
         if not dry_run:
             state.ensure_state(tconn, schema)
         for attempt in range(1, SERIALIZATION_ATTEMPTS + 1):
@@ -247,6 +264,7 @@ def execute(
                     raise
                 result.steps = ()
                 result.failed_step = None
+                result.fallback = None
                 time.sleep(0.05 * attempt)
         result.status = "succeeded"
     except _AlreadyRan as ran:
@@ -288,7 +306,8 @@ def execute(
         except psycopg.Error:
             pass  # the failure itself is what the caller needs to see
         finally:
-            tconn.close()
+            if tconn is not shared_session:
+                tconn.close()
     return result
 
 
@@ -353,7 +372,7 @@ def _run(
     # which one COPY statement filled from one snapshot.
     conn.isolation_level = (
         psycopg.IsolationLevel.REPEATABLE_READ
-        if plan.path == "same_db"
+        if plan.path == "same_db" and plan.shared is None
         else psycopg.IsolationLevel.READ_COMMITTED
     )
     try:
@@ -379,13 +398,15 @@ def _run(
                 incremental=options.incremental_column is not None,
                 count_rows=plan.steer.full_refresh,
             )
-            if plan.path == "cross_db":
+            if plan.path == "cross_db" and plan.shared is None:
                 sconn = plan.source_conn_obj.open(autocommit=True, timeouts=options.timeouts)
                 describe_conn = sconn
             else:
                 describe_conn = conn
             try:
-                if describe_conn is conn:
+                if plan.shared is not None:
+                    scols = describe_source(conn, plan.shared.select_sql(options.table))
+                elif describe_conn is conn:
                     with conn.transaction():
                         scols = describe(conn, plan.source_obj, options.table)
                 else:
@@ -404,12 +425,16 @@ def _run(
                 scols=scols,
                 state_schema_name=plan.state_schema,
                 steer=plan.steer,
+                source_encoding=(describe_conn.info.parameter_status("server_encoding")),
+                shared=plan.shared,
             )
             result.plan = final
             result.path = final.path
             result.watermark_before = final.watermark_before
             if final.problems:
                 raise final.problems[0].error() if len(final.problems) == 1 else _joined(final)
+            if plan.shared is not None:
+                _check_shared_bound(conn, final, where)
             if final.watermark_before is not None:
                 # The canonical text of the watermark's type; both sessions are pinned,
                 # so both read it back as the same value.
@@ -427,17 +452,42 @@ def _run(
                 conn.execute("SELECT set_config('ematix_flow.window_hi', %s, true)", (hi,))
                 if sconn is not None:
                     sconn.execute("SELECT set_config('ematix_flow.window_hi', %s, false)", (hi,))
+            if sconn is not None and any(s.kind == "load" for s in final.steps):
+                # The load's SELECT runs in the source database for this transaction: it
+                # reads the run time and the batch id from there.
+                now = conn.execute("SELECT now()::text").fetchone()
+                sconn.execute(
+                    "SELECT set_config('ematix_flow.now', %s, false), "
+                    "set_config('ematix_flow.batch_id', %s, false)",
+                    (now[0] if now else None, batch_id),
+                )
             counts: dict[str, Any] = {}
-            for step in final.steps:
+            run_steps = list(final.steps)
+            steps_done: list[Step] = []
+            while run_steps:
+                step = run_steps.pop(0)
                 if on_step is not None:
                     on_step(step.label)
                 t = time.perf_counter()
                 try:
-                    rows = _step(conn, sconn, final, step, counts, result, started, where, scols)
+                    if step.kind == "load":
+                        rows = _load(conn, sconn, final, step, counts, result)
+                        if rows is None:
+                            # rolled back: the staged plan runs in its place, and the
+                            # report shows that plan
+                            final = _fell_back(final, result.fallback or "")
+                            result.plan = final
+                            run_steps = [s for s in final.steps if s not in steps_done]
+                            continue
+                    else:
+                        rows = _step(
+                            conn, sconn, final, step, counts, result, started, where, scols
+                        )
                 except BaseException:
                     result.failed_step = step.label
                     raise
                 steps.append(StepResult(step.label, step.kind, rows, time.perf_counter() - t))
+                steps_done.append(step)
             result.steps = tuple(steps)
             if dry_run:
                 raise psycopg.Rollback()
@@ -451,6 +501,86 @@ def _run(
             # on failure the session ends below, and its lock with it
             with contextlib.suppress(psycopg.Error):
                 conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", lock)
+
+
+def _fell_back(final: Plan, why: str) -> Plan:
+    """The plan as it runs once its load straight into a new table was rolled back:
+    the staged steps in the load's place, and the ``load`` decision saying why."""
+    steps: list[Step] = []
+    for s in final.steps:
+        if s.kind == "load":
+            steps.extend(final.fallback_steps)
+        elif s.label != LOADED_WATERMARK:
+            steps.append(s)
+    decisions = tuple(
+        Decision(
+            "load",
+            "staged",
+            f"the load straight into the new table failed ({why}) and was rolled back; "
+            "the staged plan ran instead, to name what is wrong",
+        )
+        if d.topic == "load"
+        else d
+        for d in final.decisions
+    )
+    return replace(final, steps=tuple(steps), decisions=decisions, fallback_steps=())
+
+
+def _load(
+    conn: psycopg.Connection[Any],
+    sconn: psycopg.Connection[Any] | None,
+    plan: Plan,
+    step: Step,
+    counts: dict[str, Any],
+    result: TargetResult,
+) -> dict[str, Any] | None:
+    """The load straight into a table this run created, in a savepoint. ``None`` when it
+    failed and was rolled back: the caller runs the staged steps instead, which either
+    name what is wrong (a key twice, a value the column refuses) or do the work."""
+    ctx = plan.context
+    try:
+        with conn.transaction():
+            if sconn is not None:
+                n = pipe(
+                    sconn,
+                    conn,
+                    render(load_copy_out_sql(ctx, plan.mode)),
+                    render(load_copy_in_sql(ctx, plan.mode)),
+                )
+            else:
+                cur = conn.execute(step.sql)
+                n = max(cur.rowcount, 0)
+    except psycopg.Error as exc:
+        if sconn is not None and sconn.info.transaction_status != TransactionStatus.IDLE:
+            raise  # the source session is not reusable: report the load's own error
+        result.fallback = driver_message(exc)
+        return None
+    return _apply({"inserted": n, "source_rows": n}, counts, result)
+
+
+def _check_shared_bound(conn: psycopg.Connection[Any], final: Plan, where: str) -> None:
+    """The shared stage holds the source rows from its lower bound on; a target that
+    must read from further back (its watermark was reset lower after the stage was
+    filled) cannot be served from it."""
+    shared = final.shared
+    if shared.lower is None or final.incremental_column is None:
+        return
+    needs = final.watermark_before
+    ok = needs is not None and bool(
+        conn.execute(
+            sql.SQL("SELECT CAST(%s AS {t}) >= CAST(%s AS {t})").format(
+                t=sql.SQL(shared.lower_type)
+            ),
+            (needs, shared.lower),
+        ).fetchone()[0]
+    )
+    if not ok:
+        raise SyncError(
+            f"{where}: this run read the source once for all its targets, from "
+            f"{shared.lower_column} >= {shared.lower!r} on, but this target's watermark "
+            f"is now {needs!r} (its state changed while the run was starting: a reset?). "
+            "Nothing was written; run the pipeline again."
+        )
 
 
 def _joined(final: Plan) -> EmatixFlowError:

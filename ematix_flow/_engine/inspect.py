@@ -39,6 +39,8 @@ class TargetFacts:
     future_valid_from: bool = False
     #: The table's exact row count, when asked for (a full refresh says what goes).
     row_count: int | None = None
+    #: The target database's ``server_encoding``.
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def inspect_target(
         hash_version,
         future,
         row_count,
+        conn.info.parameter_status("server_encoding"),
     )
 
 

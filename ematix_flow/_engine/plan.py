@@ -36,6 +36,12 @@ from ematix_flow._engine.sql_common import (
     render,
     row_hash,
 )
+from ematix_flow._engine.sql_load import (
+    load_copy_in_sql,
+    load_copy_out_sql,
+    load_insert_sql,
+    loaded_stats_sql,
+)
 from ematix_flow._engine.sql_merge import merge_sql
 from ematix_flow._engine.sql_scd2 import (
     scd2_close_sql,
@@ -62,11 +68,15 @@ from ematix_flow.source import Source
 __all__ = ["Decision", "Plan", "Problem", "Step", "build_plan", "plan"]
 
 UNKNOWN = "unknown"
+#: The step that follows a load straight into a new table and reads what it loaded;
+#: when the load falls back to the staged steps, it is not run.
+LOADED_WATERMARK = "read the loaded watermark"
 
 
 @dataclass(frozen=True)
 class Step:
-    """One statement of a plan. ``kind``: ddl, stage, copy, setting, check, data, state."""
+    """One statement of a plan. ``kind``: ddl, stage, copy, load, setting, check, data,
+    state."""
 
     label: str
     kind: str
@@ -144,6 +154,11 @@ class Plan:
     #: The watermark stored in the target (``watermark_before`` is the one the source is
     #: filtered by, which a steered run may set otherwise).
     watermark_stored: str | None = field(repr=False, compare=False, default=None)
+    #: For a load straight into a new table: the staged steps that replace the load
+    #: step when it fails (they diagnose the failure, or do the work).
+    fallback_steps: tuple[Step, ...] = field(repr=False, compare=False, default=())
+    #: The run's shared stage this target reads (:class:`.fanout.Shared`), if any.
+    shared: Any = field(repr=False, compare=False, default=None)
 
     @property
     def framework_columns(self) -> tuple[str, ...]:
@@ -221,6 +236,7 @@ def plan(
     inspect: bool = True,
     connect_timeout: int = 10,
     steer: Steer | None = None,
+    shared: Any = None,
 ) -> Plan:
     """Plan one target. With ``inspect`` the databases are read (table, indexes,
     watermark, source columns); when they cannot be reached the plan marks those parts
@@ -239,6 +255,7 @@ def plan(
     schema = state_schema()
     tfacts: TargetFacts | None = None
     scols: tuple[SourceColumn, ...] | None = None
+    source_encoding: str | None = None
     unknown: list[str] = []
     if inspect:
         from ematix_flow._engine.inspect import describe, inspect_target
@@ -264,6 +281,7 @@ def plan(
         try:
             with source_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
                 scols = describe(conn, source, options.table)
+                source_encoding = conn.info.parameter_status("server_encoding")
         except EmatixFlowError as exc:
             unknown.append(f"source: {exc}")
         except Exception as exc:  # the source SQL itself failed
@@ -285,6 +303,8 @@ def plan(
         unknown=tuple(unknown),
         state_schema_name=schema,
         steer=steer,
+        source_encoding=source_encoding,
+        shared=shared,
     )
 
 
@@ -306,24 +326,150 @@ def build_plan(
     unknown: tuple[str, ...] = (),
     state_schema_name: str = "ematix_flow",
     steer: Steer | None = None,
+    source_encoding: str | None = None,
+    shared: Any = None,
 ) -> Plan:
-    """The pure part of :func:`plan`: no I/O, facts passed in (``None`` = unknown)."""
+    """The pure part of :func:`plan`: no I/O, facts passed in (``None`` = unknown).
+    ``source_encoding``: the source database's ``server_encoding``, when known.
+    ``shared``: the run's shared stage (:mod:`.fanout`) the statements read instead of
+    the source.
+
+    The phases, in order: where the statements read the source; keys and the compare
+    and update columns; the physical table with the framework's columns; the checks on
+    the source's columns; the target's DDL and drift; the watermark; the data steps
+    (staged, or straight into a new table); the state steps."""
     steer = steer or Steer()
-    from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
-    from ematix_flow._schema.drift import UniqueConstraintMissing
-
     spec = options.table
-    where = f"Pipeline {pipeline}, target {spec.qualified_name}"
-    decisions: list[Decision] = []
-    problems: list[Problem] = []
-    warnings: list[str] = []
-    unknown_list = list(unknown)
+    d = _Draft(where=f"Pipeline {pipeline}, target {spec.qualified_name}", unknown=list(unknown))
+    path, stmt_path = _decide_path(d, options, source, source_conn, target_conn, shared)
+    keys, compare, update = _decide_columns(d, options, pipeline)
+    reflected = tfacts.reflected if tfacts is not None else None
+    physical, fw = _decide_framework(d, options, keys, reflected)
+    source_sql = _check_source(d, options, source, scols, shared)
+    table_exists, drift_info, hash_record = _target_ddl(
+        d, options, physical, fw, keys, compare, tfacts, state_schema_name
+    )
+    watermark_before, watermark_stored, filt, ctx_append_keys = _decide_watermark(
+        d, options, physical, tfacts, steer, pipeline, state_schema_name
+    )
+    declared = spec.declared_columns
+    ctx = SqlContext(
+        table=physical,
+        declared=declared,
+        keys=keys,
+        compare=compare,
+        update=update,
+        path=stmt_path,
+        source_sql=source_sql,
+        incremental_column=options.incremental_column,
+        watermark_filter=filt,
+        event_timestamp_column=options.event_timestamp_column,
+        watermark_op=">=",
+        lookback=options.lookback_sql,
+        with_hash=options.mode in ("scd1", "scd2"),
+        with_valid_from=options.mode == "scd2",
+        append_keys=ctx_append_keys,
+        window_hi=steer.window is not None,
+        skip_loaded_all=steer.window is not None and options.mode == "append",
+    )
+    fallback = _data_steps(
+        d, options, ctx, physical, tfacts, steer, stmt_path, scols, source_encoding
+    )
+    steps = d.steps
+    if options.incremental_column:
+        steps.append(
+            Step("store watermark", "state", render(upsert_watermark_sql(state_schema_name)))
+        )
+    if hash_record is not None:
+        steps.append(hash_record)
+    steps.append(Step("record run", "state", render(record_run_sql(state_schema_name))))
 
+    columns = tuple(
+        {"name": c.name, "type": c.type.ddl, "nullable": c.nullable, "framework": c.framework}
+        for c in physical.columns
+    )
+    return Plan(
+        pipeline=pipeline,
+        target=spec.qualified_name,
+        mode=options.mode,
+        path=path,
+        target_connection=_describe(target_conn),
+        source_connection=_describe(source_conn),
+        source=source.label,
+        source_sql=source_sql,
+        keys=keys,
+        compare_columns=compare,
+        update_columns=update,
+        columns=columns,
+        table_exists=table_exists,
+        drift=tuple(drift_info),
+        incremental_column=options.incremental_column,
+        watermark_before=watermark_before,
+        handle_deletes=options.handle_deletes,
+        steps=tuple(steps),
+        decisions=tuple(d.decisions),
+        problems=tuple(d.problems),
+        warnings=tuple(d.warnings),
+        unknown=tuple(d.unknown),
+        options=options,
+        source_obj=source,
+        target_conn_obj=target_conn,
+        source_conn_obj=source_conn,
+        physical=physical,
+        context=ctx,
+        state_schema=state_schema_name,
+        source_columns=scols,
+        steer=steer,
+        watermark_stored=watermark_stored,
+        fallback_steps=fallback,
+        shared=shared,
+    )
+
+
+@dataclass
+class _Draft:
+    """What the planning phases add up to: each phase appends its decisions (with their
+    reasons), the problems that will stop the run, warnings, what is unknown, and its
+    steps, in the order they run."""
+
+    where: str
+    decisions: list[Decision] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+
+def _decide_path(
+    d: _Draft,
+    options: TargetOptions,
+    source: Source,
+    source_conn: Any,
+    target_conn: Any,
+    shared: Any,
+) -> tuple[str, str]:
+    """The path (same-DB or cross-DB) and where the statements read the source: the
+    source itself (same-DB), the stage the COPY fills (cross-DB), or the run's shared
+    stage in the target's own session."""
     path, path_reason = _path(options, source_conn, target_conn)
-    decisions.append(Decision("path", path, path_reason))
-    decisions.append(Decision("target_connection", _describe(target_conn), "resolved connection"))
-    decisions.append(Decision("source_connection", _describe(source_conn), source.label))
+    d.decisions.append(Decision("path", path, path_reason))
+    stmt_path = "same_db" if shared is not None else path
+    if shared is not None:
+        d.decisions.append(Decision("source_read", "shared stage", shared.reason))
+    d.decisions.append(Decision("target_connection", _describe(target_conn), "resolved connection"))
+    d.decisions.append(Decision("source_connection", _describe(source_conn), source.label))
+    return path, stmt_path
 
+
+def _decide_columns(
+    d: _Draft, options: TargetOptions, pipeline: str
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The merge keys, compare columns and update columns, each with its reason."""
+    spec = options.table
+    where = d.where
+    decisions = d.decisions
+    problems = d.problems
+    warnings = d.warnings
     declared = spec.declared_columns
     declared_names = tuple(c.name for c in declared)
     keys: tuple[str, ...] = ()
@@ -400,8 +546,17 @@ def build_plan(
                 "overwrites that row's primary key",
             )
         )
+    return keys, compare, update
 
-    reflected = tfacts.reflected if tfacts is not None else None
+
+def _decide_framework(
+    d: _Draft, options: TargetOptions, keys: tuple[str, ...], reflected: Any
+) -> tuple[Any, list[Any]]:
+    """The physical table: the declared columns plus the framework's for the mode."""
+    spec = options.table
+    where = d.where
+    decisions = d.decisions
+    warnings = d.warnings
     physical = framework.physical_table(
         spec,
         mode=options.mode,
@@ -458,10 +613,26 @@ def build_plan(
                 "[from event_timestamp_column=] (run time when it is NULL)",
             )
         )
+    return physical, fw
 
+
+def _check_source(
+    d: _Draft,
+    options: TargetOptions,
+    source: Source,
+    scols: tuple[SourceColumn, ...] | None,
+    shared: Any,
+) -> str:
+    """The source SQL, and a problem for each declared column the source lacks."""
+    spec = options.table
+    where = d.where
+    problems = d.problems
+    declared_names = tuple(c.name for c in spec.declared_columns)
     # --- the source ---------------------------------------------------------------
     try:
         source_sql = source.select_sql(spec)
+        if shared is not None:
+            source_sql = shared.select_sql(spec)
     except EmatixFlowError as exc:
         problems.append(Problem("source_column", f"{where}: {exc}"))
         source_sql = ""
@@ -492,20 +663,42 @@ def build_plan(
                 )
             problems.append(Problem("source_column", f"{where}, column {missing[0]!r}: {fix}"))
     else:
-        unknown_list.append("source columns (source not inspected)")
+        d.unknown.append("source columns (source not inspected)")
+    return source_sql
 
+
+def _target_ddl(
+    d: _Draft,
+    options: TargetOptions,
+    physical: Any,
+    fw: list[Any],
+    keys: tuple[str, ...],
+    compare: tuple[str, ...],
+    tfacts: TargetFacts | None,
+    state_schema_name: str,
+) -> tuple[bool | None, list[dict[str, Any]], Step | None]:
+    """Create the table or apply its additive drift; refuse the rest; the indexes and
+    the row-hash version the mode needs."""
+    from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
+    from ematix_flow._schema.drift import UniqueConstraintMissing
+
+    spec = options.table
+    where = d.where
+    decisions = d.decisions
+    problems = d.problems
+    reflected = tfacts.reflected if tfacts is not None else None
     # --- the target table: create, drift, indexes ------------------------------------
     # merge/scd1 match rows by their keys; any other unique constraint is created
     # deferrable and deferred in the run, so rows that swap a unique value converge.
     swap_keys = keys if options.mode in ("merge", "scd1") else None
     create_sql = render(create_table_sql(physical, deferrable_except=swap_keys))
-    steps: list[Step] = []
+    steps = d.steps
     drift_info: list[dict[str, Any]] = []
     table_exists: bool | None
     index_name = framework.current_index_name(physical)
     if tfacts is None:
         table_exists = None
-        unknown_list.append("target table (target not inspected)")
+        d.unknown.append("target table (target not inspected)")
         steps.append(
             Step("create schema if missing", "ddl", render(create_schema_sql(physical.schema)))
         )
@@ -628,7 +821,25 @@ def build_plan(
                 note="one current version per key; serves the current-row lookups",
             )
         )
+    return table_exists, drift_info, hash_record
 
+
+def _decide_watermark(
+    d: _Draft,
+    options: TargetOptions,
+    physical: Any,
+    tfacts: TargetFacts | None,
+    steer: Steer,
+    pipeline: str,
+    state_schema_name: str,
+) -> tuple[str | None, str | None, bool, tuple[str, ...]]:
+    """Which source rows this run reads: (watermark the source is filtered by, the
+    stored one, whether to filter, the keys an append skips loaded rows by)."""
+    spec = options.table
+    where = d.where
+    decisions = d.decisions
+    problems = d.problems
+    steps = d.steps
     # --- watermark -----------------------------------------------------------------
     ctx_append_keys = (
         (tuple(spec.primary_key) or tuple(spec.unique_constraints[0]))
@@ -751,26 +962,6 @@ def build_plan(
         decisions.append(Decision("watermark", watermark_before, reason))
     else:
         filt = False
-
-    ctx = SqlContext(
-        table=physical,
-        declared=declared,
-        keys=keys,
-        compare=compare,
-        update=update,
-        path=path,
-        source_sql=source_sql,
-        incremental_column=options.incremental_column,
-        watermark_filter=filt,
-        event_timestamp_column=options.event_timestamp_column,
-        watermark_op=">=",
-        lookback=options.lookback_sql,
-        with_hash=options.mode in ("scd1", "scd2"),
-        with_valid_from=options.mode == "scd2",
-        append_keys=ctx_append_keys,
-        window_hi=steer.window is not None,
-        skip_loaded_all=steer.window is not None and options.mode == "append",
-    )
     if steer.window is not None and options.mode == "append" and not ctx_append_keys:
         problems.append(
             Problem(
@@ -781,11 +972,36 @@ def build_plan(
                 "use a keyed mode",
             )
         )
+    return watermark_before, watermark_stored, filt, ctx_append_keys
 
+
+def _data_steps(
+    d: _Draft,
+    options: TargetOptions,
+    ctx: SqlContext,
+    physical: Any,
+    tfacts: TargetFacts | None,
+    steer: Steer,
+    stmt_path: str,
+    scols: tuple[SourceColumn, ...] | None,
+    source_encoding: str | None,
+) -> tuple[Step, ...]:
+    """The data statements: staged (stage, checks, the mode's statements), or one load
+    straight into a table this run creates — then the staged steps are its fallback,
+    returned."""
+    where = d.where
+    decisions = d.decisions
+    problems = d.problems
+    steps = d.steps
+    keys = ctx.keys
+    reflected = tfacts.reflected if tfacts is not None else None
+    swap_keys = keys if options.mode in ("merge", "scd1") else None
+    # --- the data: staged, or straight into a table this run creates -------------------
+    staged: list[Step] = []
     # --- cross-DB stage ---------------------------------------------------------------
-    if path == "cross_db":
-        steps.append(Step("create stage", "stage", stage_sql(ctx, scols)))
-        steps.append(
+    if stmt_path == "cross_db":
+        staged.append(Step("create stage", "stage", stage_sql(ctx, scols)))
+        staged.append(
             Step(
                 "copy source → stage",
                 "copy",
@@ -810,7 +1026,7 @@ def build_plan(
                 )
             )
         if reflected is not None or tfacts is None:
-            steps.append(
+            staged.append(
                 Step(
                     "full refresh: delete every row",
                     "data",
@@ -834,7 +1050,7 @@ def build_plan(
 
     # --- checks on the batch ------------------------------------------------------------
     if ctx.batch_keys:
-        steps.append(
+        staged.append(
             Step(
                 "check: each key once in the batch",
                 "check",
@@ -845,7 +1061,7 @@ def build_plan(
 
     # --- data ------------------------------------------------------------------------
     if options.mode == "scd2" and options.ttl is not None:
-        steps.append(
+        staged.append(
             Step("expire versions older than ttl", "data", render(ttl_sql(ctx, options.ttl)))
         )
     if options.mode == "scd2" and tfacts is not None and tfacts.reltuples == 0:
@@ -853,7 +1069,7 @@ def build_plan(
         # "no current version" anti-join as a nested loop over a sequential scan of the
         # very table this statement fills — quadratic. Steer it to hash joins for this
         # transaction only; the latest-version lookup stays a nested loop (no other way).
-        steps.append(
+        staged.append(
             Step(
                 "planner: no nested loops over an empty-looking target",
                 "setting",
@@ -862,7 +1078,7 @@ def build_plan(
             )
         )
     if swap_keys is not None and any(set(c) != set(keys) for c in physical.unique_constraints):
-        steps.append(
+        staged.append(
             Step(
                 "defer the other unique constraints",
                 "setting",
@@ -870,11 +1086,11 @@ def build_plan(
                 note="checked at commit: rows may swap a unique value within the run",
             )
         )
-    deferred = [s_ for s_ in steps if s_.label == "defer the other unique constraints"]
+    deferred = [s_ for s_ in staged if s_.label == "defer the other unique constraints"]
     if options.mode == "append":
-        steps.append(Step("append rows", "data", render(append_sql(ctx))))
+        staged.append(Step("append rows", "data", render(append_sql(ctx))))
     elif options.mode in ("merge", "scd1"):
-        steps.append(
+        staged.append(
             Step(
                 f"{options.mode}: upsert changed rows"
                 + (f", {options.handle_deletes} deletes" if options.handle_deletes else ""),
@@ -883,9 +1099,9 @@ def build_plan(
             )
         )
     else:
-        if path == "same_db" or options.incremental_column:
-            steps.append(Step("scd2: count source rows", "data", render(source_count_sql(ctx))))
-        steps.append(
+        if stmt_path == "same_db" or options.incremental_column:
+            staged.append(Step("scd2: count source rows", "data", render(source_count_sql(ctx))))
+        staged.append(
             Step(
                 "scd2: close changed versions"
                 + (", close deleted keys" if options.handle_deletes else ""),
@@ -893,7 +1109,7 @@ def build_plan(
                 render(scd2_close_sql(ctx, handle_deletes=options.handle_deletes)),
             )
         )
-        steps.append(
+        staged.append(
             Step(
                 "scd2: insert new versions",
                 "data",
@@ -908,7 +1124,7 @@ def build_plan(
             )
         )
     if deferred:
-        steps.append(
+        staged.append(
             Step(
                 "check the deferred unique constraints",
                 "setting",
@@ -916,52 +1132,76 @@ def build_plan(
                 note="checked now, not at commit: a dry run sees a violation too",
             )
         )
-    if options.incremental_column:
-        steps.append(
-            Step("store watermark", "state", render(upsert_watermark_sql(state_schema_name)))
+    load = _direct_load(options, ctx, reflected, tfacts, steer, stmt_path, scols, source_encoding)
+    fallback: tuple[Step, ...] = ()
+    if load:
+        steps.extend(load)
+        fallback = tuple(staged)
+        decisions.append(
+            Decision(
+                "load",
+                "direct",
+                "the table is created by this run, so it holds no row: "
+                + (
+                    "the source rows go by binary COPY straight into it"
+                    if stmt_path == "cross_db"
+                    else "one INSERT … SELECT fills it"
+                )
+                + ", without a stage or an upsert. If that load fails (a key twice, a "
+                "value the column refuses), it is rolled back and the staged plan runs "
+                "instead, so its checks name the row at fault",
+            )
         )
-    if hash_record is not None:
-        steps.append(hash_record)
-    steps.append(Step("record run", "state", render(record_run_sql(state_schema_name))))
+    else:
+        steps.extend(staged)
+    return fallback
 
-    columns = tuple(
-        {"name": c.name, "type": c.type.ddl, "nullable": c.nullable, "framework": c.framework}
-        for c in physical.columns
-    )
-    return Plan(
-        pipeline=pipeline,
-        target=spec.qualified_name,
-        mode=options.mode,
-        path=path,
-        target_connection=_describe(target_conn),
-        source_connection=_describe(source_conn),
-        source=source.label,
-        source_sql=source_sql,
-        keys=keys,
-        compare_columns=compare,
-        update_columns=update,
-        columns=columns,
-        table_exists=table_exists,
-        drift=tuple(drift_info),
-        incremental_column=options.incremental_column,
-        watermark_before=watermark_before,
-        handle_deletes=options.handle_deletes,
-        steps=tuple(steps),
-        decisions=tuple(decisions),
-        problems=tuple(problems),
-        warnings=tuple(warnings),
-        unknown=tuple(unknown_list),
-        options=options,
-        source_obj=source,
-        target_conn_obj=target_conn,
-        source_conn_obj=source_conn,
-        physical=physical,
-        context=ctx,
-        state_schema=state_schema_name,
-        source_columns=scols,
-        steer=steer,
-        watermark_stored=watermark_stored,
-    )
+
+def _direct_load(
+    options: TargetOptions,
+    ctx: SqlContext,
+    reflected: Any,
+    tfacts: TargetFacts | None,
+    steer: Steer,
+    path: str,
+    scols: tuple[SourceColumn, ...] | None,
+    source_encoding: str | None,
+) -> list[Step]:
+    """The load straight into the target, when the target is created by this run (it
+    provably holds no row; nobody else sees it before the commit). Not for a backfill
+    window or an scd2 ``ttl`` (versions may be inserted expired): those keep the staged
+    statements. Cross-DB, scd1 and scd2 compute the row hash in the source database, so
+    only when both databases encode text alike (md5 hashes the encoded bytes)."""
+    if tfacts is None or reflected is not None or steer.window is not None:
+        return []
+    if options.mode == "scd2" and options.ttl is not None:
+        return []
+    mode = options.mode
+    if path == "cross_db":
+        if scols is None:
+            return []
+        if ctx.with_hash and (source_encoding is None or source_encoding != tfacts.encoding):
+            return []
+        out = [
+            Step(
+                "load: COPY source → empty target",
+                "load",
+                render(load_copy_out_sql(ctx, mode)) + ";\n" + render(load_copy_in_sql(ctx, mode)),
+                note="binary COPY straight into the new table; the source casts to its types",
+            )
+        ]
+    else:
+        out = [
+            Step(
+                "load: insert into the empty target",
+                "load",
+                render(load_insert_sql(ctx, mode)),
+                note="one INSERT … SELECT into the new table",
+            )
+        ]
+    if options.incremental_column:
+        out.append(Step(LOADED_WATERMARK, "data", render(loaded_stats_sql(ctx))))
+    return out
 
 
 def decisions_reason(decisions: list[Decision], topic: str) -> str:

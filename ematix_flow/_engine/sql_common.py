@@ -55,6 +55,7 @@ HASH_VERSION = 2
 HASH_NAME = f"ematix_flow row hash v{HASH_VERSION}"
 WATERMARK_SETTING = "ematix_flow.watermark"
 WINDOW_HI_SETTING = "ematix_flow.window_hi"
+NOW_SETTING = "ematix_flow.now"
 
 
 def render(stmt: sql.Composable) -> str:
@@ -116,6 +117,11 @@ class SqlContext:
     #: The columns that must be unique within one batch: the merge keys, or for append
     #: the declared primary key (or first unique constraint), if any.
     append_keys: tuple[str, ...] = ()
+    #: The statement runs in the source database on behalf of the target's transaction
+    #: (a cross-DB load straight into an empty target): the run time is read from
+    #: ``current_setting('ematix_flow.now')``, which the executor sets to the target
+    #: transaction's ``now()``.
+    remote: bool = False
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
@@ -169,6 +175,14 @@ class SqlContext:
         # The newline keeps a trailing "-- comment" in the user's SQL from eating ")".
         return sql.SQL("(\n{}\n) AS q{}").format(sql.SQL(self.source_sql), where)
 
+    def now(self) -> sql.Composable:
+        """The run time: the target transaction's start."""
+        if self.remote:
+            return sql.SQL("CAST(current_setting({}) AS timestamptz)").format(
+                sql.Literal(NOW_SETTING)
+            )
+        return sql.SQL("now()")
+
     def casted(self) -> sql.Composable:
         return sql.SQL(", ").join(
             sql.SQL("CAST({} AS {}) AS {}").format(
@@ -188,11 +202,11 @@ class SqlContext:
             )
         if self.with_valid_from:
             if self.event_timestamp_column:
-                vf = sql.SQL("COALESCE(CAST({} AS timestamptz), now())").format(
-                    sql.Identifier("c", self.event_timestamp_column)
+                vf = sql.SQL("COALESCE(CAST({} AS timestamptz), {})").format(
+                    sql.Identifier("c", self.event_timestamp_column), self.now()
                 )
             else:
-                vf = sql.SQL("now()")
+                vf = self.now()
             extra.append(sql.SQL("{} AS {}").format(vf, sql.Identifier(VALID_FROM)))
         inner = sql.SQL("SELECT {} FROM {}").format(self.casted(), self.source_relation())
         if not extra:

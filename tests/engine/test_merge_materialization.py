@@ -60,6 +60,8 @@ def test_same_db_statement_does_not_materialize_the_source(
     )
     source = Source.postgres_query(env.warehouse, "SELECT id, v FROM items")
     opts = TargetOptions(table=Item.__table_spec__, mode=mode, incremental_column=incremental)
+    fresh = plan(opts, source, env.warehouse, pipeline="p")
+    env.wh(*(s.sql for s in fresh.steps if s.kind == "ddl"))  # the table exists: staged
     p = plan(opts, source, env.warehouse, pipeline="p")
     data = [s for s in p.steps if s.kind == "data"]
     assert len(data) == 1
@@ -70,3 +72,24 @@ def test_same_db_statement_does_not_materialize_the_source(
     # The counts still come from the statement: one row of named counts.
     row = rolled_back(env, p.steps, data[0].sql)
     assert row is not None and 1000 in row
+
+
+@pytest.mark.parametrize("mode", ["merge", "scd1", "scd2", "append"])
+def test_load_into_a_new_table_is_one_insert_that_does_not_materialize(env: Any, mode: str) -> None:
+    env.wh(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text)",
+        "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g",
+        "CREATE SCHEMA wh",
+        "ANALYZE items",
+    )
+    source = Source.postgres_query(env.warehouse, "SELECT id, v FROM items")
+    p = plan(
+        TargetOptions(table=Item.__table_spec__, mode=mode), source, env.warehouse, pipeline="p"
+    )
+    (load,) = [s for s in p.steps if s.kind == "load"]
+    assert not [s for s in p.steps if s.kind in ("data", "check", "stage", "copy")]
+    assert p.decision("load").value == "direct"
+    assert "ON CONFLICT" not in load.sql and "INSERT INTO" in load.sql
+    (doc,) = rolled_back(env, p.steps, "EXPLAIN (FORMAT JSON) " + load.sql)
+    found = nodes((doc if isinstance(doc, list) else json.loads(doc))[0]["Plan"])
+    assert not [n for n in found if n["Node Type"] == "CTE Scan"], "src is materialized"
