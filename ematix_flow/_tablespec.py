@@ -56,6 +56,10 @@ class TableSpec:
     #: Where the unique constraints were declared: "natural_key()" or "__unique_constraints__".
     unique_origin: str | None = None
     merge_keys: tuple[str, ...] | None = None
+    #: How the table marks primary-key columns: "pk()" (``@ematix.table``) or
+    #: "primary_key=True" (``Column`` on a ``ManagedTable``). Messages and reasons speak
+    #: the form the user wrote; it is no part of the table's identity (not in ``==``).
+    primary_key_form: str = "primary_key=True"
     #: Table-level pipeline defaults (mode=, event_timestamp_column=, ttl=, …).
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 

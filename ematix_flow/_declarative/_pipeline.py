@@ -291,7 +291,13 @@ def _build_spec(
         TargetOptions(table=spec, force_path=force_path, **opts)
         resolved_keys = None
         if opts["mode"] in KEYED_MODES:
-            resolved_keys = resolve_keys(spec, opts.get("keys"), pipeline=pname, mode=opts["mode"])
+            resolved_keys = resolve_keys(
+                spec,
+                opts.get("keys"),
+                pipeline=pname,
+                mode=opts["mode"],
+                keys_argument_of="ematix.target(...)" if targets else "@ematix.pipeline(...)",
+            )
         if column_map is not None:
             unknown = [c for c in column_map if c not in spec.column_names]
             if unknown:

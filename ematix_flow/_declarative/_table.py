@@ -155,6 +155,7 @@ def _build(
                 f"{declared!r} in the class body; keep one of the two"
             )
     namespace["__schema__"] = schema
+    namespace["__primary_key_form__"] = "pk()"
     if name is not None:
         namespace["__tablename__"] = name
     if groups:

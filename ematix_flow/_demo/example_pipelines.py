@@ -2,7 +2,7 @@
 events.purchases) feeding a warehouse ("warehouse").
 
 - customers_mirror        merge: a 1:1 mirror of app.users, no function body
-- user_purchase_features  scd2: daily purchase features with history (spec §4)
+- user_purchase_features  scd2: daily purchase features with history, across databases
 - user_value_fanout       one source query, three targets (scd1, scd2, append)
 
 The connection names "oltp" and "warehouse" are resolved when a pipeline runs, e.g. from
@@ -40,7 +40,7 @@ def customers_mirror():
     pass
 
 
-# --- 2. An SCD2 feature view across databases (spec §4) ------------------------------
+# --- 2. An SCD2 feature view across databases ---------------------------------------
 
 
 @ematix.table(schema="features", name="user_purchase_features_v1")
@@ -70,7 +70,7 @@ def user_purchase_features(src_conn, tgt_conn):
     """
 
 
-# --- 3. One source, many targets (spec §3.4) -----------------------------------------
+# --- 3. One source, many targets ----------------------------------------------------
 
 
 @ematix.table(schema="features", name="user_lifetime_value")

@@ -21,7 +21,8 @@ __all__ = ["ResolvedKeys", "resolve_keys"]
 class ResolvedKeys:
     columns: tuple[str, ...]
     #: ``explicit keys=``, ``__merge_keys__``, ``natural_key()``,
-    #: ``__unique_constraints__`` or ``primary_key=True``.
+    #: ``__unique_constraints__``, or the table's primary-key form: ``pk()`` or
+    #: ``primary_key=True``.
     origin: str
     warning: str | None = None
 
@@ -31,9 +32,18 @@ class ResolvedKeys:
 
 
 def resolve_keys(
-    table: TableSpec, explicit: tuple[str, ...] | None, *, pipeline: str, mode: str
+    table: TableSpec,
+    explicit: tuple[str, ...] | None,
+    *,
+    pipeline: str,
+    mode: str,
+    keys_argument_of: str = "pipeline.sync() or pipeline.register()",
 ) -> ResolvedKeys:
-    """The merge keys of ``table`` for a ``mode`` target, with where they came from."""
+    """The merge keys of ``table`` for a ``mode`` target, with where they came from.
+
+    ``keys_argument_of`` names where the caller's user passes ``keys=`` (the imperative
+    functions, or ``@ematix.pipeline`` / ``ematix.target``), for the no-keys error.
+    """
     if explicit:
         return ResolvedKeys(tuple(explicit), "explicit keys=")
     if table.merge_keys:
@@ -51,11 +61,27 @@ def resolve_keys(
             )
         return ResolvedKeys(cols, origin, warning)
     if table.primary_key:
-        return ResolvedKeys(tuple(table.primary_key), "primary_key=True")
-    raise DefinitionError(
-        f"Pipeline {pipeline}: target {table.qualified_name} (mode={mode!r}) has no merge "
-        "keys. Declare them in one of four ways: pass keys=('col', ...) to the sync; set "
-        "__merge_keys__ = ('col', ...) on the table; declare a natural key with "
-        "natural_key() (or __unique_constraints__ = (('col', ...),)); or mark primary-key "
-        "columns with pk() / primary_key=True."
+        return ResolvedKeys(tuple(table.primary_key), table.primary_key_form)
+    raise DefinitionError(_no_keys_message(table, pipeline, mode, keys_argument_of))
+
+
+def _no_keys_message(table: TableSpec, pipeline: str, mode: str, keys_argument_of: str) -> str:
+    """The four ways to declare merge keys, in the vocabulary the table was written in."""
+    if table.primary_key_form == "pk()":  # an @ematix.table class
+        ways = (
+            f"pass keys=('col', ...) to {keys_argument_of}; "
+            "set __merge_keys__ = ('col', ...) in the class body; "
+            "mark a natural key with Annotated[<type>, natural_key()]; "
+            "or mark the primary-key columns with Annotated[<type>, pk()]"
+        )
+    else:
+        ways = (
+            f"pass keys=('col', ...) to {keys_argument_of}; "
+            "set __merge_keys__ = ('col', ...) on the table; "
+            "declare a unique constraint with __unique_constraints__ = (('col', ...),); "
+            "or mark the primary-key columns with Column(..., primary_key=True)"
+        )
+    return (
+        f"pipeline {pipeline!r}: target {table.qualified_name} (mode={mode!r}) has no merge "
+        f"keys; declare them in one of four ways: {ways}"
     )

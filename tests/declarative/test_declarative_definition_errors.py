@@ -88,11 +88,11 @@ def test_unsupported_signatures(func: object) -> None:
 @pytest.mark.parametrize("mode", ["merge", "scd1", "scd2"])
 def test_no_resolvable_keys_for_a_keyed_mode(mode: str) -> None:
     with _raises(
-        f"Pipeline sync_unkeyed: target warehouse.unkeyed (mode={mode!r}) has no merge keys. "
-        "Declare them in one of four ways: pass keys=('col', ...) to the sync; set "
-        "__merge_keys__ = ('col', ...) on the table; declare a natural key with "
-        "natural_key() (or __unique_constraints__ = (('col', ...),)); or mark primary-key "
-        "columns with pk() / primary_key=True."
+        f"pipeline 'sync_unkeyed': target warehouse.unkeyed (mode={mode!r}) has no merge "
+        "keys; declare them in one of four ways: pass keys=('col', ...) to "
+        "@ematix.pipeline(...); set __merge_keys__ = ('col', ...) in the class body; mark a "
+        "natural key with Annotated[<type>, natural_key()]; or mark the primary-key columns "
+        "with Annotated[<type>, pk()]"
     ):
 
         @ematix.pipeline(target=Unkeyed, mode=mode)

@@ -58,17 +58,33 @@ def export_value(output: str, var: str) -> str:
     return match.group(1)
 
 
+INSTALL = "python3 -m venv .venv && . .venv/bin/activate && pip install -e ."
+
+
 def readme_demo_command() -> list[str]:
-    """The ``flow`` arguments of the README's first command (install, then the demo)."""
+    """The ``flow`` arguments of the README's first command (install into an activated
+    virtual environment, then the demo)."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     first = re.search(r"```bash\n(.*?)```", readme, re.DOTALL).group(1).strip()
-    install, _, command = first.rpartition(" && .venv/bin/flow ")
-    assert install == "python3 -m venv .venv && .venv/bin/pip install -e .", first
+    install, _, command = first.rpartition(" && flow ")
+    assert install == INSTALL, first
     return command.split()
 
 
 def test_readme_first_command_installs_and_runs_the_demo() -> None:
     assert readme_demo_command() == ["demo"]
+
+
+def test_next_steps_activate_the_environment_only_when_flow_is_not_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from ematix_flow._cli.demo import _activate_line
+
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", str(tmp_path))  # `.venv/bin/flow demo`, venv not active
+    assert _activate_line() == f". {bin_dir / 'activate'}"
+    monkeypatch.setenv("PATH", f"{tmp_path}:{bin_dir}")  # active: the lines work as they are
+    assert _activate_line() is None
 
 
 @pytest.fixture

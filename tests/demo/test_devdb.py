@@ -118,8 +118,8 @@ def test_named_dev_db_with_its_own_data_dir(tmp_path_factory: pytest.TempPathFac
         assert result.exit_code == 0, result.output
         from ematix_flow.config import connect
 
-        with connect("warehouse").open() as conn:
-            assert conn.execute("SELECT 1").fetchone() == (1,)
+        with connect("warehouse").open() as conn:  # the server's database `warehouse`
+            assert conn.execute("SELECT current_database()").fetchone() == ("warehouse",)
         assert "[connections.default]" not in Path(".ematix-flow.toml").read_text()
         status = runner.invoke(
             app,
@@ -130,7 +130,7 @@ def test_named_dev_db_with_its_own_data_dir(tmp_path_factory: pytest.TempPathFac
             "name": "warehouse",
             "running": True,
             "data_dir": str(datadir),
-            "dsn": connect("warehouse").dsn,
+            "dsn": connect("oltp").dsn.replace("/oltp?", "/postgres?"),  # the server's
         }
     finally:
         result = runner.invoke(
@@ -149,59 +149,60 @@ def test_an_existing_connection_of_the_user_is_not_overwritten(devdb_dir: Path) 
     assert "already points at another database" in result.output
     assert "--name" in result.output
     assert config.read_text() == original
+    # The same for the databases it registers by default.
+    original = '[connections.warehouse]\ndsn = "postgresql://app@prod-db/dw"\n'
+    config.write_text(original)
+    result = runner.invoke(app, ["dev-db", "start"])
+    assert result.exit_code == 3, result.output
+    assert "'warehouse'" in result.output and "--database" in result.output
+    assert config.read_text() == original
+    assert server_processes(devdb_dir) == []
 
 
-def test_bad_name_is_a_configuration_error() -> None:
+def test_bad_name_is_a_configuration_error(devdb_dir: Path) -> None:
     result = runner.invoke(app, ["dev-db", "status", "--name", "no spaces"])
     assert result.exit_code == 3
     assert "invalid connection name" in result.output
+    result = runner.invoke(app, ["dev-db", "start", "--database", "no spaces"])
+    assert result.exit_code == 3
+    assert "invalid connection name 'no spaces'" in result.output
+    assert server_processes(devdb_dir) == []
 
 
-def test_flow_run_against_dev_dbs_named_default_and_warehouse(devdb_dir: Path) -> None:
-    """The issue's promise: `flow dev-db start` (twice, two names), then `flow run` of a
-    pipeline whose connections are `default` and `warehouse` works with no DSN written
-    anywhere by hand; `stop` leaves no process."""
-    from ematix_flow._cli.devdb import default_data_dir
+def test_readme_pipelines_run_after_dev_db_start(devdb_dir: Path) -> None:
+    """`flow dev-db start`, nothing else: one server whose databases `warehouse` and
+    `oltp` are the connections the README's pipelines name (by default or as their
+    source), so every README example runs, the cross-database mirror included, with no
+    DSN written anywhere by hand; `stop` leaves no process."""
+    from test_readme import OLTP_SOURCE, README, WAREHOUSE_SOURCE, python_blocks
 
-    warehouse_dir = default_data_dir("warehouse").resolve()
+    from ematix_flow.config import connect
+
     try:
-        for name in ("default", "warehouse"):
-            started = flow_process("dev-db", "start", "--name", name)
-            assert started.returncode == 0, started.stderr
-        from ematix_flow.config import connect
-
-        with connect("default").open() as conn:
-            conn.execute(
-                "CREATE SCHEMA app; CREATE TABLE app.users (id bigint PRIMARY KEY, email text);"
-                "INSERT INTO app.users SELECT i, 'u' || i || '@example.com'"
-                " FROM generate_series(1, 500) AS i"
-            )
-        Path("devdb_pipelines.py").write_text(
-            "from typing import Annotated\n"
-            "from ematix_flow import ematix, pk\n"
-            "from ematix_flow.types import BigInt, Text\n\n\n"
-            '@ematix.table(schema="crm", name="users")\n'
-            "class User:\n"
-            "    id: Annotated[BigInt, pk()]\n"
-            "    email: Text\n\n\n"
-            "@ematix.pipeline(\n"
-            '    target=User, source_table="app.users", mode="merge",\n'
-            '    source_connection="default", target_connection="warehouse",\n'
-            ")\n"
-            "def users_to_warehouse():\n"
-            "    pass\n"
-        )
-        ran = flow_process("run", "users_to_warehouse", "--module", "devdb_pipelines")
+        started = flow_process("dev-db", "start")
+        assert started.returncode == 0, started.stderr
+        assert "warehouse (database warehouse), oltp (database oltp)" in started.stdout
+        with connect("warehouse").open() as conn:  # the data a user's databases hold
+            conn.execute(WAREHOUSE_SOURCE)
+        with connect("oltp").open() as conn:
+            conn.execute(OLTP_SOURCE)
+        blocks = python_blocks(README.read_text(encoding="utf-8"))
+        Path("readme_pipelines.py").write_text("\n\n".join(blocks), encoding="utf-8")
+        # Importing the module runs the README's own calls (customer_sync.preview(),
+        # .dry_run(), customer_sync(), sync_spend()); then the mirror from oltp runs.
+        ran = flow_process("run", "sync_customers", "--module", "readme_pipelines")
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "cross_db" in ran.stdout
         with connect("warehouse").open() as conn:
-            assert conn.execute("SELECT count(*) FROM crm.users").fetchone() == (500,)
+            assert conn.execute(
+                "SELECT (SELECT count(*) FROM warehouse.customer_dim WHERE is_current),"
+                " (SELECT count(*) FROM warehouse.customer),"
+                " (SELECT count(*) FROM features.daily_spend)"
+            ).fetchone() == (3, 2, 2)
     finally:
-        for name in ("default", "warehouse"):
-            stopped = flow_process("dev-db", "stop", "--name", name)
-            assert stopped.returncode == 0, stopped.stderr
+        stopped = flow_process("dev-db", "stop")
+        assert stopped.returncode == 0, stopped.stderr
     assert postgres_processes_for(devdb_dir) == []
-    assert postgres_processes_for(warehouse_dir) == []
 
 
 def test_a_malformed_project_file_is_reported_before_anything_starts(devdb_dir: Path) -> None:

@@ -52,6 +52,12 @@ class Natural:
     email: Annotated[String[256], natural_key()]
 
 
+@ematix.table(schema="wh")
+class Marked:
+    id: Annotated[BigInt, pk()]
+    email: Text
+
+
 class NoKeys(ManagedTable):
     __schema__ = "wh"
     __tablename__ = "no_keys"
@@ -72,6 +78,7 @@ def offline_plan(table: Any, mode: str = "merge", **kw: Any) -> Any:
         (ByUnique, {}, ("email",), "[from __unique_constraints__]"),
         (Natural, {}, ("email",), "[from natural_key()]"),
         (ByPk, {}, ("id",), "[from primary_key=True]"),
+        (Marked, {}, ("id",), "[from pk()]"),  # the form the user wrote
     ],
 )
 def test_merge_keys_resolve_in_spec_order(table: Any, kw: Any, keys: Any, reason: str) -> None:
@@ -90,13 +97,40 @@ def test_natural_key_differing_from_pk_warns_with_spec_wording() -> None:
     assert offline_plan(Natural, keys=("email",)).warnings == ()
 
 
-def test_no_keys_error_lists_all_four_options() -> None:
+def test_no_keys_error_lists_all_four_options_in_the_tables_own_vocabulary() -> None:
     with pytest.raises(DefinitionError) as err:
         offline_plan(NoKeys)
     text = str(err.value)
-    for option in ("keys=", "__merge_keys__", "natural_key()", "primary_key=True"):
+    for option in (
+        "keys=('col', ...) to pipeline.sync() or pipeline.register()",
+        "__merge_keys__",
+        "__unique_constraints__",
+        "Column(..., primary_key=True)",
+    ):
         assert option in text
-    assert "wh.no_keys" in text and "Pipeline p" in text
+    assert "pk()" not in text and "natural_key()" not in text
+    assert "wh.no_keys" in text and "pipeline 'p'" in text
+    assert not text.endswith(".")  # callers append their own punctuation
+
+
+def test_no_keys_error_of_a_decorated_pipeline_speaks_decorators() -> None:
+    @ematix.table(schema="wh")
+    class Unkeyed:
+        a: Text
+
+    for kwargs, keys_go_to in (
+        ({"target": Unkeyed, "mode": "merge"}, "@ematix.pipeline(...)"),
+        ({"targets": [ematix.target(Unkeyed, mode="scd2")]}, "ematix.target(...)"),
+    ):
+        with pytest.raises(DefinitionError) as err:
+            ematix.pipeline(source_table="app.t", **kwargs)(lambda: None)
+        text = str(err.value)
+        assert f"pass keys=('col', ...) to {keys_go_to}" in text, text
+        for marker in ("Annotated[<type>, natural_key()]", "Annotated[<type>, pk()]"):
+            assert marker in text
+        for imperative in ("to the sync", "primary_key=True", "pipeline.sync"):
+            assert imperative not in text
+        assert not text.endswith(".")
 
 
 def test_plan_without_database_is_complete_stable_and_redacted() -> None:

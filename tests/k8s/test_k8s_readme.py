@@ -65,3 +65,11 @@ def test_helm_install_in_the_readme_renders_valid_objects(helm: Path) -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     # The operator runs from the image built in step 1.
     assert container["image"].startswith("registry.example/ematix-flow:")
+
+
+def test_kubernetes_md_installs_the_chart_as_the_readme_does() -> None:
+    """docs/kubernetes.md's short version keeps the image flags of the README's step 2."""
+    page = (REPO_ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+    (readme,) = [c for c in _commands(_section()) if c[:2] == ["helm", "install"]]
+    (docs,) = [c for c in _commands(page) if c[:2] == ["helm", "install"]]
+    assert docs == readme

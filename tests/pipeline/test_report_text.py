@@ -62,7 +62,7 @@ def test_preview_prints_the_plan_with_decisions_and_sql(
     assert text.startswith(f"{customer_sync.name}   preview   targets: 1")
     for expected in (
         "✓ warehouse.customer_dim   mode=scd2   keys=(customer_id)   path=same_db",
-        "keys: (customer_id)   [from primary_key=True]",
+        "keys: (customer_id)   [from pk()]",
         "compare_columns: (email, name)   [default: every non-key declared column except "
         "event_timestamp_column='last_seen']",
         "+ valid_from timestamp with time zone NOT NULL",

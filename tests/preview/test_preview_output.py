@@ -72,7 +72,7 @@ def _planned(target: str, mode: str, keys: list[str]) -> dict[str, Any]:
         "outcome": "ok",
         "error": None,
         "path": "same_db",
-        "plan": {"keys": {"columns": keys, "reason": "[from primary_key=True]"} if keys else None},
+        "plan": {"keys": {"columns": keys, "reason": "[from pk()]"} if keys else None},
         "rows": None,
     }
 
@@ -121,7 +121,7 @@ def test_verbose_preview_explains_every_decision(project: Any) -> None:
     assert "warehouse → host " in out and "configured in env EMATIX_FLOW_DSN_WAREHOUSE" in out
     assert "oltp → host " in out and "configured in env EMATIX_FLOW_DSN_OLTP" in out
     assert "cross_db  source (oltp → " in out and "different databases" in out
-    assert "merge keys          (customer_id)  [from primary_key=True]" in out
+    assert "merge keys          (customer_id)  [from pk()]" in out
     assert "compare columns     (email, name, updated_at)  [default:" in out
     assert "deletes             hard  keys absent from the snapshot are deleted" in out
     assert "watermark           updated_at: " in out

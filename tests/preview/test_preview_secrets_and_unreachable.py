@@ -120,7 +120,7 @@ def test_preview_without_a_reachable_database(
     out = result.stdout
     # everything that needs no database is there
     assert "warehouse → host 127.0.0.1:1  db wh  user app" in out
-    assert "merge keys          (customer_id)  [from primary_key=True]" in out
+    assert "merge keys          (customer_id)  [from pk()]" in out
     assert "deletes             hard" in out
     assert "SELECT id AS customer_id, email, name, updated_at FROM app.customers" in out
     assert 'CREATE TABLE IF NOT EXISTS "mart"."customer_history"' in out

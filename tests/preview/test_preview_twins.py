@@ -1,6 +1,7 @@
 """The preview of a decorator pipeline equals the preview of its imperative twin (spec
 §3.5 / §6 Phase 25): the same document — connections, decisions and reasons, columns,
-SQL — and the same text, before the first run and after it."""
+SQL — and the same text, before the first run and after it. The one reason that differs
+names the form each twin declared its key in: ``[from pk()]``, ``[from primary_key=True]``."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
         decorated = document(customer_sync.preview(), schedule="0 * * * *")
         imperative = document(pipeline.preview(imperative_name), schedule="0 * * * *")
         imperative["pipeline"] = decorated_name  # the one thing that must differ
+        plan = imperative["targets"][0]["plan"]
+        reasons = [plan["keys"]] + [d for d in plan["decisions"] if d["topic"] == "keys"]
+        for reason in reasons:  # each names the declaration it was written with
+            assert reason["reason"] == "[from primary_key=True]"
+            reason["reason"] = "[from pk()]"
         return (
             to_json(decorated),
             to_json(imperative),
@@ -72,7 +78,7 @@ def test_decorated_and_imperative_previews_are_identical(project: Any) -> None:
     assert dt == it
     doc = json.loads(dj)
     assert doc["ok"] and doc["targets"][0]["plan"]["table_exists"] is False
-    assert doc["targets"][0]["plan"]["keys"]["reason"] == "[from primary_key=True]"
+    assert doc["targets"][0]["plan"]["keys"]["reason"] == "[from pk()]"
 
     assert customer_sync().ok  # the table now exists: the plans change, and still agree
     dj, ij, dt, it = both()
