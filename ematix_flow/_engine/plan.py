@@ -310,7 +310,7 @@ def build_plan(
     """The pure part of :func:`plan`: no I/O, facts passed in (``None`` = unknown)."""
     steer = steer or Steer()
     from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
-    from ematix_flow._schema.drift import UniqueConstraintMissing
+    from ematix_flow._schema.drift import UniqueConstraintMissing, destructive
 
     spec = options.table
     where = f"Pipeline {pipeline}, target {spec.qualified_name}"
@@ -530,8 +530,11 @@ def build_plan(
         table_exists = True
         diffs = compare_table(physical, reflected)
         for d in diffs:
-            drift_info.append({"change": d.describe(), "additive": bool(d.additive)})
-        bad = [d for d in diffs if not d.additive]
+            if d.tolerated:  # e.g. an undeclared nullable column: left alone, said once
+                warnings.append(d.describe())
+            else:
+                drift_info.append({"change": d.describe(), "additive": bool(d.additive)})
+        bad = destructive(diffs)
         built_for = framework.mode_of(reflected)
         if bad and built_for is not None and built_for != options.mode:
             problems.append(
