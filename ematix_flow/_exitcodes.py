@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CONFIG_ERROR", "OK", "RUN_FAILED", "USAGE", "ExitCode"]
+__all__ = ["CONFIG_ERROR", "INTERRUPTED", "OK", "RUN_FAILED", "USAGE", "ExitCode"]
 
 
 class ExitCode(IntEnum):
@@ -29,9 +29,13 @@ class ExitCode(IntEnum):
     #: unset ${VAR}, invalid DSN, a pipeline name the module does not register. Fix the
     #: configuration; retrying will not help.
     CONFIG_ERROR = 3
+    #: Stopped by Ctrl-C (SIGINT), as shells report it (128 + 2): the target being
+    #: written was rolled back (recorded ``interrupted``); targets before it committed.
+    INTERRUPTED = 130
 
 
 OK = ExitCode.OK
 RUN_FAILED = ExitCode.RUN_FAILED
 USAGE = ExitCode.USAGE
 CONFIG_ERROR = ExitCode.CONFIG_ERROR
+INTERRUPTED = ExitCode.INTERRUPTED

@@ -387,8 +387,10 @@ class RunRecord:
 
     @property
     def outcome(self) -> Literal["succeeded", "failed", "skipped"]:
-        """``failed`` when something failed; ``skipped`` when no target ran (each was
-        held by another run, or had already served its slot); else ``succeeded``."""
+        """``failed`` when something failed (a target interrupted by Ctrl-C too, though
+        the CLI exports no metrics for a run that did not finish); ``skipped`` when no
+        target ran (each was held by another run, or had already served its slot); else
+        ``succeeded``."""
         if self.report.failed:
             return "failed"
         if not any(r.status == "succeeded" for r in self.report.results):

@@ -44,6 +44,10 @@ class ColumnSpec:
     identity: bool = False
     #: Added by the framework (e.g. ``valid_from``), not declared by the user.
     framework: bool = False
+    #: Reflected tables only: the table fills the column when an INSERT leaves it out
+    #: (a ``DEFAULT``, an identity or a generated column). Not part of equality: a
+    #: declaration says nothing about it.
+    has_default: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)

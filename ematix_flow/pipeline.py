@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,7 @@ from ematix_flow.table import table_spec
 __all__ = [
     "ACTIONS",
     "AD_HOC",
+    "Progress",
     "RunReport",
     "ScheduledPipeline",
     "TargetInfo",
@@ -77,7 +78,7 @@ AD_HOC = "(ad hoc)"
 
 _action: ContextVar[str] = ContextVar("ematix_flow_action", default="run")
 _report: ContextVar[RunReport | None] = ContextVar("ematix_flow_report", default=None)
-_progress: ContextVar[Callable[[str], None] | None] = ContextVar(
+_progress: ContextVar[Callable[[Progress], None] | None] = ContextVar(
     "ematix_flow_progress", default=None
 )
 _steer: ContextVar[Steer | None] = ContextVar("ematix_flow_steer", default=None)
@@ -85,6 +86,45 @@ _steer: ContextVar[Steer | None] = ContextVar("ematix_flow_steer", default=None)
 _shared: ContextVar[tuple[Any, dict[int, Any]] | None] = ContextVar(
     "ematix_flow_shared", default=None
 )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run is doing, for a ``progress=`` callback (the CLI's progress display).
+
+    ``kind``: ``window`` (a backfill window begins; ``text`` names it: ``[lo, hi)``),
+    ``window_done`` (a window every target completed before: skipped), ``started`` (a
+    target's transaction begins; ``text`` is its path), ``step`` (``text`` is the step
+    about to run), ``rows`` (a cross-DB copy has streamed ``rows`` rows so far; told
+    about every half second), ``finished`` (``result`` is the target's outcome:
+    succeeded, failed, skipped, interrupted…). ``str()`` gives a short text.
+
+    Example::
+
+        pipeline.run("customer_sync", progress=lambda p: print(p, file=sys.stderr))
+        # warehouse.customer_dim: started … copy source → stage … 120,000 rows copied
+    """
+
+    kind: str
+    pipeline: str
+    target: str | None = None
+    mode: str | None = None
+    text: str = ""
+    rows: int | None = None
+    result: TargetResult | None = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        if self.kind == "window":
+            return f"window {self.text}"
+        if self.kind == "window_done":
+            return f"window {self.text}: done before, skipped"
+        if self.kind == "started":
+            return f"{self.target}: started"
+        if self.kind == "rows":
+            return f"{self.target}: {self.rows or 0:,} rows copied"
+        if self.kind == "finished" and self.result is not None:
+            return f"{self.target}: {self.result.status}"
+        return f"{self.target}: {self.text}"
 
 
 @dataclass(repr=False)
@@ -169,7 +209,14 @@ class RunReport:
 # the same facts, so what ``print(report)`` says and what ``flow preview`` draws agree.
 
 _ACTION_TITLE = {"run": "run", "dry_run": "dry run (rolled back)", "preview": "preview"}
-_MARK = {"succeeded": "✓", "planned": "✓", "skipped": "–", "failed": "✗", "not_run": "·"}
+_MARK = {
+    "succeeded": "✓",
+    "planned": "✓",
+    "skipped": "–",
+    "failed": "✗",
+    "not_run": "·",
+    "interrupted": "✗",
+}
 
 
 def _explain(report: RunReport, *, verbose: bool) -> str:
@@ -376,16 +423,23 @@ def sync(
                 plan=the_plan,
             )
         else:
-            tell = _progress.get()
+            told = _progress.get() is not None
+            event = Progress("started", report.pipeline, spec.qualified_name, options.mode)
+            _tell(event, text=the_plan.path or "")
             result = execute(
                 the_plan,
                 dry_run=action == "dry_run",
-                on_step=None if tell is None else lambda s: tell(f"{spec.qualified_name}: {s}"),
+                on_step=(lambda s: _tell(event, kind="step", text=s)) if told else None,
+                on_rows=(lambda n: _tell(event, kind="rows", rows=n)) if told else None,
                 due_slot=report.due_slot if action == "run" else None,
             )
             if result.plan is not None:
                 _warn(report, result.plan.warnings)
     report.results.append(result)
+    if action != "preview":
+        _tell(Progress("finished", report.pipeline, result.target, result.mode, result=result))
+    if isinstance(result.exception, KeyboardInterrupt):
+        raise result.exception  # Ctrl-C: the target rolled back, the pipeline stops here
     if result.status == "failed" and action == "run" and (owned or not report.continue_on_failure):
         assert result.exception is not None
         raise result.exception
@@ -478,6 +532,12 @@ def _shared_source(
             yield
         finally:
             _shared.reset(token)
+
+
+def _tell(event: Progress, **changes: Any) -> None:
+    tell = _progress.get()
+    if tell is not None:
+        tell(replace(event, **changes) if changes else event)
 
 
 def not_run(*, target: Any, target_connection: Any, mode: str, reason: str) -> None:
@@ -694,7 +754,7 @@ def _unregister(name: str) -> None:
 def _invoke(
     entry: ScheduledPipeline,
     action: str,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
     due_slot: datetime | None = None,
     *,
     steer: Steer | None = None,
@@ -737,7 +797,7 @@ async def _await(value: Any) -> Any:
 def run(
     name: str,
     *,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
     due_slot: datetime | None = None,
     full_refresh: bool = False,
     discard_history: bool = False,
@@ -745,7 +805,10 @@ def run(
 ) -> RunReport:
     """Run pipeline ``name`` now: every target committed (or failed) on its own.
 
-    ``progress`` is called with a short text before each step (the CLI's spinner).
+    ``progress`` is told what the run is doing (:class:`Progress`: a target starts, each
+    step, the rows a cross-DB copy has streamed, a target's outcome); ``str()`` of
+    each is a short text. Ctrl-C (``KeyboardInterrupt``) rolls the running target back,
+    records it ``interrupted`` in its run history and is raised again.
     ``due_slot`` is the schedule slot a ``flow run-due`` found due: a target whose
     history shows a non-skipped run started at or after it (checked under the target's
     lock) is recorded as skipped ("already ran for slot …") instead of run again.
@@ -972,7 +1035,7 @@ def backfill(
     target: str | None = None,
     preview: bool = False,
     dry_run: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> list[RunReport]:
     """Reprocess the rows with ``start <= incremental_column < end``, in windows of
     ``step`` (a ``timedelta`` or "1d"/"6h"/"30m" for a date/time column, a number for a
@@ -1000,10 +1063,10 @@ def backfill(
             todo = frozenset(i.table for i in infos if not _window_done(entry, i, lo, hi))
             if not todo:
                 if progress is not None:
-                    progress(f"window [{lo}, {hi}): done before, skipped")
+                    progress(Progress("window_done", entry.name, text=f"[{lo}, {hi})"))
                 continue
         if progress is not None:
-            progress(f"window [{lo}, {hi})")
+            progress(Progress("window", entry.name, text=f"[{lo}, {hi})"))
         steer = _Steer(action="backfill", targets=todo, window=(lo, hi))
         report = _invoke(entry, action, progress, steer=steer)
         reports.append(report)

@@ -39,6 +39,7 @@ from typer.core import TyperGroup
 import ematix_flow._cli.k8s as k8s
 from ematix_flow._cli import _output, connections, demo, devdb, preview, run, state
 from ematix_flow._errors import EmatixFlowError
+from ematix_flow._exitcodes import ExitCode
 
 __all__ = ["app", "main"]
 
@@ -53,6 +54,10 @@ class _FlowGroup(TyperGroup):
         except EmatixFlowError as exc:
             code = _output.report_error(exc)
             raise typer.Exit(int(code)) from None
+        except KeyboardInterrupt:
+            # Ctrl-C outside a run (a run says what it rolled back itself)
+            _output.console(stderr=True).print("interrupted", markup=False)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
 app = typer.Typer(

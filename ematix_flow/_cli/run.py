@@ -37,6 +37,7 @@ from ematix_flow._cli._output import (
     print_json,
     print_listing,
 )
+from ematix_flow._cli._progress import LogFormat, LogFormatOption, RunDisplay
 from ematix_flow._errors import ConfigurationError
 from ematix_flow._exitcodes import ExitCode
 
@@ -95,12 +96,14 @@ def _export_metrics(
 
 
 def _timed_run(
-    name: str, due_slot: datetime | None = None, **steer: Any
+    name: str, display: RunDisplay, due_slot: datetime | None = None, **steer: Any
 ) -> tuple[RunReport, RunRecord]:
+    from ematix_flow import pipeline
     from ematix_flow._metrics import RunRecord
 
     started = time.time()
-    report = _run_with_progress(name, due_slot=due_slot, **steer)
+    with display.interruptible(), display.showing():
+        report = pipeline.run(name, progress=display, due_slot=due_slot, **steer)
     return report, RunRecord(report, started=started, finished=time.time())
 
 
@@ -166,21 +169,6 @@ def _render_report(report: RunReport) -> None:
         out.print(f"pipeline {report.pipeline} synced no target", markup=False)
 
 
-def _run_with_progress(name: str, due_slot: datetime | None = None, **steer: Any) -> RunReport:
-    from ematix_flow import pipeline
-
-    if not sys.stderr.isatty():
-        return pipeline.run(name, due_slot=due_slot, **steer)
-    status = console(stderr=True).status(f"{name}: starting")
-    with status:
-        return pipeline.run(
-            name,
-            progress=lambda text: status.update(f"{name}: {text}"),
-            due_slot=due_slot,
-            **steer,
-        )
-
-
 def _write_summary(report: RunReport) -> None:
     if not os.environ.get("EMATIX_FLOW_TERMINATION_MESSAGE_PATH"):
         return
@@ -216,6 +204,7 @@ def run(
         str | None,
         typer.Option("--target", metavar="SCHEMA.TABLE", help="Run this target only."),
     ] = None,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run one pipeline now; exit 0 only when every target succeeded."""
     load_module(module)
@@ -225,7 +214,11 @@ def run(
     if discard_history and not full_refresh:
         raise ConfigurationError("--discard-history goes with --full-refresh")
     report, record = _timed_run(
-        name, full_refresh=full_refresh, discard_history=discard_history, target=target
+        name,
+        RunDisplay(log_format),
+        full_refresh=full_refresh,
+        discard_history=discard_history,
+        target=target,
     )
     _write_summary(report)
     _export_metrics([record], metrics_file, pushgateway)
@@ -277,6 +270,7 @@ def run_due(
     output: FormatOption = OutputFormat.text,
     metrics_file: MetricsFileOption = None,
     pushgateway: PushgatewayOption = None,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Run every pipeline whose schedule came due since its last recorded run.
 
@@ -294,6 +288,7 @@ def run_due(
     items: list[dict[str, Any]] = []
     records: list[RunRecord] = []
     out = console()
+    display = RunDisplay(log_format)
     for entry in pipeline.registry().values():
         if entry.schedule is None:
             continue
@@ -315,7 +310,7 @@ def run_due(
             # The run re-checks, under each target's lock, that no other run served
             # this slot in the meantime (two overlapping run-due processes).
             slot = croniter(entry.schedule, now).get_prev(datetime)
-            report, record = _timed_run(entry.name, due_slot=slot)
+            report, record = _timed_run(entry.name, display, due_slot=slot)
             records.append(record)
             ok = ok and not report.failed
             config_error = config_error or report.configuration_failed

@@ -21,6 +21,7 @@ from ematix_flow._cli._output import (
     print_json,
     print_listing,
 )
+from ematix_flow._cli._progress import LogFormat, LogFormatOption, RunDisplay
 from ematix_flow._cli.run import ModuleOption, load_module
 from ematix_flow._exitcodes import ExitCode
 
@@ -175,6 +176,7 @@ def backfill(
         bool, typer.Option("--dry-run", help="Execute every window and roll it back.")
     ] = False,
     output: FormatOption = OutputFormat.text,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Reprocess the rows with X <= incremental_column < Y, window by window.
 
@@ -187,17 +189,18 @@ def backfill(
     from ematix_flow import pipeline
 
     load_module(module)
-    err = console(stderr=True)
-    reports = pipeline.backfill(
-        name,
-        start,
-        end,
-        step=step,
-        target=target,
-        preview=preview_,
-        dry_run=dry_run,
-        progress=lambda text: err.print(f"{name}: {text}", markup=False),
-    )
+    display = RunDisplay(log_format)
+    with display.interruptible(), display.showing():
+        reports = pipeline.backfill(
+            name,
+            start,
+            end,
+            step=step,
+            target=target,
+            preview=preview_,
+            dry_run=dry_run,
+            progress=display,
+        )
     if output is OutputFormat.json:
         print_json([r.to_dict() for r in reports])
     else:

@@ -6,10 +6,16 @@ per row. Blocks are therefore coalesced into ~128 KiB buffers before ``write`` (
 faster in perf.md's measurements). Memory stays flat: at most one buffer is held.
 The binary stream passes through untouched (header, tuples, trailer), which is valid
 because the stage columns have exactly the source's (built-in) types.
+
+``on_rows`` (the CLI's progress display) is told the rows copied so far about every
+``every_s`` seconds: PostgreSQL sends the header with the first row and the trailer as
+a message of its own, so the rows so far are the messages read minus one.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -26,16 +32,24 @@ def pipe(
     copy_in: str,
     *,
     buffer_bytes: int = BUFFER_BYTES,
+    on_rows: Callable[[int], None] | None = None,
+    every_s: float = 0.5,
 ) -> int:
     """Stream the rows of ``copy_out`` into ``copy_in``; return the rows copied."""
+    clock = time.monotonic
+    due = clock() + every_s
     with source.cursor() as scur, target.cursor() as tcur:
         with scur.copy(copy_out) as out, tcur.copy(copy_in) as into:
             buf = bytearray()
-            for block in out:
+            for messages, block in enumerate(out, 1):
                 buf += block
                 if len(buf) >= buffer_bytes:
                     into.write(bytes(buf))
                     buf.clear()
+                # the clock is read every 64 messages only, to keep the loop cheap
+                if on_rows is not None and not messages & 63 and clock() >= due:
+                    on_rows(messages - 1)
+                    due = clock() + every_s
             if buf:
                 into.write(bytes(buf))
         return max(tcur.rowcount, 0)

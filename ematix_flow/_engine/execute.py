@@ -14,8 +14,10 @@ Order inside the target transaction::
 
 The state schema is created before (its own short transaction, under an advisory
 lock). A failed run is rolled back and then recorded as ``failed`` in its own
-transaction. ``execute`` does not raise for a failed run: the :class:`TargetResult`
-carries the error (and the exception, for callers that re-raise).
+transaction; one stopped by Ctrl-C (``KeyboardInterrupt``) likewise as ``interrupted``,
+and the interrupt is handed back in the result for the caller to raise again.
+``execute`` does not raise for a failed run: the :class:`TargetResult` carries the error
+(and the exception, for callers that re-raise).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class TargetResult:
     pipeline: str
     target: str
     mode: str
-    status: str  # succeeded | failed | skipped | not_run | planned
+    status: str  # succeeded | failed | skipped | not_run | planned | interrupted
     path: str | None = None
     batch_id: str | None = None
     duration_s: float = 0.0
@@ -200,6 +202,7 @@ def execute(
     dry_run: bool = False,
     on_step: Callable[[str], None] | None = None,
     due_slot: datetime | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> TargetResult:
     """Run ``plan`` (rebuilt from the databases' current facts) in one transaction.
 
@@ -211,6 +214,9 @@ def execute(
     started at or after it means the slot is served already (another ``run-due``
     decided "due" at the same time and committed first): the run is recorded as
     ``skipped`` and touches no data.
+
+    ``on_step`` is called with each step's label before it runs; ``on_rows`` with the
+    rows a cross-DB copy has streamed so far, about every half second.
 
     Example::
 
@@ -254,6 +260,7 @@ def execute(
                     where=where,
                     on_step=on_step,
                     due_slot=due_slot,
+                    on_rows=on_rows,
                 )
                 break
             except (EmatixFlowError, psycopg.Error) as exc:
@@ -288,11 +295,19 @@ def execute(
         err.__cause__ = exc
         result.error = str(err)
         result.exception = err
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: psycopg cancelled the statement, the transaction rolled back. Record
+        # it (best effort) and hand the interrupt back: the caller stops the pipeline.
+        result.status = "interrupted"
+        result.error = f"interrupted: target {plan.target} rolled back, nothing committed"
+        result.exception = exc
     if isinstance(result.exception, EmatixFlowError) and tconn is not None:
         waited = _waited(result.exception.__cause__, tconn, plan, timeouts, where, result)
         if waited is not None:
             result.error = str(waited)
             result.exception = waited
+    if result.status == "interrupted" and not dry_run:
+        _record_interrupted(tconn, plan, result, started)
     if result.status != "succeeded" and not dry_run:
         # rolled back: no work to report
         result.rows_inserted = result.rows_updated = result.rows_deleted = 0
@@ -309,6 +324,34 @@ def execute(
             if tconn is not shared_session:
                 tconn.close()
     return result
+
+
+def _record_interrupted(
+    tconn: psycopg.Connection[Any] | None, plan: Plan, result: TargetResult, started: datetime
+) -> None:
+    """An ``interrupted`` history row, on the run's session when it survived the
+    interrupt, else on a new one. The interrupt may have come after the COMMIT (while
+    the lock was released): then the run's own ``succeeded`` row is there, and the
+    result says so instead."""
+    schema = plan.state_schema
+    sessions: list[Callable[[], contextlib.AbstractContextManager[Any]]] = []
+    if tconn is not None and not tconn.closed and not tconn.broken:
+        sessions.append(lambda: contextlib.nullcontext(tconn))
+    sessions.append(lambda: plan.target_conn_obj.open(autocommit=True, connect_timeout=5))
+    for session in sessions:
+        try:
+            with session() as conn:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    continue
+                state.ensure_state(conn, schema)
+                if state.batch_recorded(conn, schema, result.batch_id):
+                    result.status = "succeeded"
+                    result.error = None
+                    return
+                _record(conn, schema, result, started)
+                return
+        except (EmatixFlowError, psycopg.Error):
+            continue
 
 
 def _record(
@@ -353,6 +396,7 @@ def _run(
     where: str,
     on_step: Callable[[str], None] | None,
     due_slot: datetime | None = None,
+    on_rows: Callable[[int], None] | None = None,
 ) -> None:
     options = plan.options
     started = datetime.now(UTC)
@@ -471,7 +515,7 @@ def _run(
                 t = time.perf_counter()
                 try:
                     if step.kind == "load":
-                        rows = _load(conn, sconn, final, step, counts, result)
+                        rows = _load(conn, sconn, final, step, counts, result, on_rows)
                         if rows is None:
                             # rolled back: the staged plan runs in its place, and the
                             # report shows that plan
@@ -481,7 +525,16 @@ def _run(
                             continue
                     else:
                         rows = _step(
-                            conn, sconn, final, step, counts, result, started, where, scols
+                            conn,
+                            sconn,
+                            final,
+                            step,
+                            counts,
+                            result,
+                            started,
+                            where,
+                            scols,
+                            on_rows,
                         )
                 except BaseException:
                     result.failed_step = step.label
@@ -533,6 +586,7 @@ def _load(
     step: Step,
     counts: dict[str, Any],
     result: TargetResult,
+    on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any] | None:
     """The load straight into a table this run created, in a savepoint. ``None`` when it
     failed and was rolled back: the caller runs the staged steps instead, which either
@@ -546,6 +600,7 @@ def _load(
                     conn,
                     render(load_copy_out_sql(ctx, plan.mode)),
                     render(load_copy_in_sql(ctx, plan.mode)),
+                    on_rows=on_rows,
                 )
             else:
                 cur = conn.execute(step.sql)
@@ -598,6 +653,7 @@ def _step(
     started: datetime,
     where: str,
     scols: Any,
+    on_rows: Callable[[int], None] | None = None,
 ) -> dict[str, Any] | int | None:
     ctx = plan.context
     if step.kind == "stage":
@@ -606,7 +662,7 @@ def _step(
     if step.kind == "copy":
         assert sconn is not None
         try:
-            n = pipe(sconn, conn, copy_out_sql(ctx, scols), copy_in_sql(ctx))
+            n = pipe(sconn, conn, copy_out_sql(ctx, scols), copy_in_sql(ctx), on_rows=on_rows)
         except psycopg.Error as exc:
             if exc.sqlstate in _ENCODING_ERRORS:
                 raise untranslatable(exc, sconn, conn, ctx, scols, where) from exc

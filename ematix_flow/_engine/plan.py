@@ -680,12 +680,13 @@ def _target_ddl(
     """Create the table or apply its additive drift; refuse the rest; the indexes and
     the row-hash version the mode needs."""
     from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
-    from ematix_flow._schema.drift import UniqueConstraintMissing
+    from ematix_flow._schema.drift import UniqueConstraintMissing, destructive
 
     spec = options.table
     where = d.where
     decisions = d.decisions
     problems = d.problems
+    warnings = d.warnings
     reflected = tfacts.reflected if tfacts is not None else None
     # --- the target table: create, drift, indexes ------------------------------------
     # merge/scd1 match rows by their keys; any other unique constraint is created
@@ -722,9 +723,12 @@ def _target_ddl(
     else:
         table_exists = True
         diffs = compare_table(physical, reflected)
-        for d in diffs:
-            drift_info.append({"change": d.describe(), "additive": bool(d.additive)})
-        bad = [d for d in diffs if not d.additive]
+        for diff in diffs:
+            if diff.tolerated:  # e.g. an undeclared nullable column: left alone, said once
+                warnings.append(diff.describe())
+            else:
+                drift_info.append({"change": diff.describe(), "additive": bool(diff.additive)})
+        bad = destructive(diffs)
         built_for = framework.mode_of(reflected)
         if bad and built_for is not None and built_for != options.mode:
             problems.append(
@@ -754,9 +758,9 @@ def _target_ddl(
             steps.append(Step("apply additive drift", "ddl", render(stmt)))
         if options.mode in ("merge", "scd1") and keys:
             added = {
-                frozenset(d.columns)
-                for d in diffs
-                if isinstance(d, UniqueConstraintMissing) and d.additive
+                frozenset(diff.columns)
+                for diff in diffs
+                if isinstance(diff, UniqueConstraintMissing) and diff.additive
             }
             if frozenset(keys) not in tfacts.unique_sets | added:
                 problems.append(

@@ -4,13 +4,14 @@ Schema ``ematix_flow`` by default (``EMATIX_FLOW_STATE_SCHEMA`` overrides it). I
 created on first use under an advisory lock, so concurrent first runs cannot race on
 ``CREATE``; it is versioned in ``schema_version`` and never dropped. The engine writes a
 target's watermark and its ``run_history`` row in the same transaction as its data;
-only ``skipped`` and ``failed`` rows are written in a transaction of their own (the data
-transaction either never started or was rolled back).
+only ``skipped``, ``failed`` and ``interrupted`` rows are written in a transaction of
+their own (the data transaction either never started or was rolled back).
 
-Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped`` and
-``not_run`` (an earlier target of the run failed, so this one was not attempted). Only a
-``succeeded`` row carries row counts: a failed target's work was rolled back, so it
-records none.
+Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped``, ``not_run``
+(an earlier target of the run failed, so this one was not attempted) and
+``interrupted`` (Ctrl-C stopped the run while it wrote this target: rolled back). Only
+a ``succeeded`` row carries row counts: a failed or interrupted target's work was rolled
+back, so it records none.
 
 Watermarks are kept with their column and the SQL type they are compared in
 (``column_type``, version 2). The value is the text of that type as a pinned session
@@ -36,6 +37,7 @@ __all__ = [
     "StoredWatermark",
     "TargetState",
     "backfill_done",
+    "batch_recorded",
     "canonical_legacy_watermark",
     "canonical_value",
     "ensure_state",
@@ -370,6 +372,18 @@ def read_last_run(conn: psycopg.Connection[Any], schema: str, pipeline: str) -> 
         (pipeline,),
     ).fetchone()
     return None if row is None else row[0]
+
+
+def batch_recorded(conn: psycopg.Connection[Any], schema: str, batch_id: str | None) -> bool:
+    """Whether a ``run_history`` row carries ``batch_id``: the run with that batch id
+    committed (its row commits with its data)."""
+    row = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.run_history WHERE batch_id = %s)").format(
+            sql.Identifier(schema)
+        ),
+        (batch_id,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def read_run_since(

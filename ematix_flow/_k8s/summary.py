@@ -78,7 +78,7 @@ _COUNTS = ("rows_inserted", "rows_updated", "rows_deleted")
 _MORE_COUNTS = ("rows_unchanged", "rows_expired")
 #: A longer watermark is left out: a cut one would be a wrong value, not a short one.
 _MAX_WATERMARK = 64
-_FAILED = {"failed", "error"}
+_FAILED = {"failed", "error", "interrupted"}
 # Successive caps on each error's length while shrinking the summary.
 _ERROR_CAPS = (1000, 300, 120, 40)
 

@@ -3,10 +3,13 @@
 :func:`compare_table` lists typed, frozen differences between a declared
 :class:`TableSpec` and the one :func:`ematix_flow._schema.reflect.reflect_table` read
 back. Each says whether it is *additive* (fixable without touching existing data: a
-missing nullable column, a missing unique constraint) and describes itself in a sentence
-naming the table and column. :func:`additive_sql` renders the fixes for the additive
-ones; everything else (:func:`destructive`) is only reported — the engine refuses to
-guess how to change a type, a key or a NOT NULL column on a table that holds data.
+missing nullable column, a missing unique constraint) or *tolerated* (harmless to leave
+as it is: a column the spec does not declare that an INSERT may leave out, because it is
+nullable or has a default — new rows get NULL or the default in it), and describes
+itself in a sentence naming the table and column. :func:`additive_sql` renders the fixes
+for the additive ones; tolerated ones are reported as warnings; everything else
+(:func:`destructive`) is only reported — the engine refuses to guess how to change a
+type, a key or a NOT NULL column on a table that holds data.
 
 Example::
 
@@ -83,6 +86,11 @@ class Difference(ABC):
         return False
 
     @property
+    def tolerated(self) -> bool:
+        """Whether a run may leave it as it is (reported as a warning, never fixed)."""
+        return False
+
+    @property
     def where(self) -> str:
         """``schema.table`` as a reader would type it."""
         return f"{_ident(self.schema)}.{_ident(self.table)}"
@@ -121,17 +129,39 @@ class ColumnMissing(Difference):
 
 @dataclass(frozen=True)
 class ColumnExtra(Difference):
-    """The table has a column the spec does not declare."""
+    """The table has a column the spec does not declare.
+
+    The engine's statements name their columns, so such a column is never written: new
+    rows get NULL or its default in it. That is harmless (:attr:`tolerated`) unless the
+    column is NOT NULL without a default, when every insert would fail on it.
+    """
 
     column: str
     type: SqlType
     nullable: bool
+    #: The table fills it when an INSERT leaves it out (DEFAULT, identity, generated).
+    has_default: bool = False
+
+    @property
+    def tolerated(self) -> bool:
+        return self.nullable or self.has_default
 
     def describe(self) -> str:
+        head = f"table {self.where}: column {_ident(self.column)} ({_type(self.type)} " + _null(
+            self.nullable
+        )
+        if self.tolerated:
+            fill = "its default" if self.has_default else "NULL"
+            return (
+                f"{head}) exists but is not declared; it is left alone (new rows get {fill} "
+                "in it). Declare it to sync it, or drop it by hand if it is unused."
+            )
         return (
-            f"table {self.where}: column {_ident(self.column)} ({_type(self.type)} "
-            f"{_null(self.nullable)}) exists but is not declared; ematix-flow never drops "
-            "columns. Declare it, or drop it by hand if it is unused."
+            f"{head}, no default) exists but is not declared, so every insert would fail "
+            f"on it. Declare it in the table's class, or change it in SQL: ALTER TABLE "
+            f"{self.where} DROP COLUMN {_ident(self.column)} (if it is unused), or ALTER "
+            f"TABLE {self.where} ALTER COLUMN {_ident(self.column)} SET DEFAULT … (or DROP "
+            "NOT NULL)."
         )
 
 
@@ -255,7 +285,9 @@ def compare_table(spec: TableSpec, reflected: TableSpec) -> list[Difference]:
                 )
             )
     out.extend(
-        ColumnExtra(**at, column=c.name, type=c.type, nullable=c.nullable)
+        ColumnExtra(
+            **at, column=c.name, type=c.type, nullable=c.nullable, has_default=c.has_default
+        )
         for c in reflected.columns
         if c.name not in declared
     )
@@ -278,8 +310,9 @@ def compare_table(spec: TableSpec, reflected: TableSpec) -> list[Difference]:
 
 
 def destructive(differences: Iterable[Difference]) -> list[Difference]:
-    """The differences :func:`additive_sql` will not fix: report them, change nothing."""
-    return [d for d in differences if not d.additive]
+    """The differences that stop a run: :func:`additive_sql` will not fix them and they
+    are not :attr:`~Difference.tolerated`. Report them, change nothing."""
+    return [d for d in differences if not d.additive and not d.tolerated]
 
 
 def additive_sql(spec: TableSpec, differences: Sequence[Difference]) -> list[sql.Composed]:

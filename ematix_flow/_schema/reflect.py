@@ -2,9 +2,10 @@
 
 The engine reflects a target before it writes to it and hands the result, with the
 declared spec, to :func:`ematix_flow._schema.drift.compare_table`. Columns, their types
-(``format_type()``, read with :func:`ematix_flow.types.parse_type`), nullability and
-identity, the primary key and every unique constraint (each in key order) come back in
-one round trip.
+(``format_type()``, read with :func:`ematix_flow.types.parse_type`), nullability,
+identity and whether the table fills a column an INSERT leaves out (a ``DEFAULT``, an
+identity, a generated column), the primary key and every unique constraint (each in
+key order) come back in one round trip.
 
 A column whose type ematix-flow does not model (an array, ``timestamp(3)``, a domain…)
 reflects as :class:`UnknownType` carrying PostgreSQL's own spelling, so drift can name
@@ -70,7 +71,8 @@ SELECT
                    'name', a.attname,
                    'type', format_type(a.atttypid, a.atttypmod),
                    'not_null', a.attnotnull,
-                   'identity', a.attidentity <> ''
+                   'identity', a.attidentity <> '',
+                   'has_default', a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
                ) ORDER BY a.attnum)
         FROM pg_catalog.pg_attribute AS a
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -116,6 +118,7 @@ def _column(raw: dict[str, Any]) -> ColumnSpec:
         type=parsed if parsed is not None else UnknownType(text),
         nullable=not raw["not_null"],
         identity=bool(raw["identity"]),
+        has_default=bool(raw["has_default"]),
     )
 
 

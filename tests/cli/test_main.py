@@ -80,6 +80,7 @@ def test_exit_codes_are_stable() -> None:
         ("RUN_FAILED", 1),
         ("USAGE", 2),
         ("CONFIG_ERROR", 3),
+        ("INTERRUPTED", 130),
     ]
 
 
@@ -115,6 +116,11 @@ def test_errors_become_one_message_on_stderr_and_an_exit_code(
     assert result.exit_code == code
     assert result.stdout == ""
     assert result.stderr == f"error: {exc}\n"  # markup-like text printed literally
+
+
+def test_ctrl_c_outside_a_run_exits_130_saying_so() -> None:
+    result = CliRunner().invoke(_app_raising(KeyboardInterrupt()), ["boom"])  # type: ignore[arg-type]
+    assert (result.exit_code, result.stderr) == (ExitCode.INTERRUPTED, "interrupted\n")
 
 
 def test_other_exceptions_are_not_swallowed() -> None:

@@ -71,13 +71,13 @@ def _writer_between_targets(url: str) -> Any:
     """A progress callback that changes the source once the first target is done."""
     done: list[str] = []
 
-    def progress(text: str) -> None:
-        if text.startswith("fan.history:") and not done:
+    def progress(text: Any) -> None:
+        if str(text).startswith("fan.history:") and not done:
             with psycopg.connect(url, autocommit=True) as c:
                 c.execute("UPDATE items SET v = 'changed' WHERE id <= 10")
                 c.execute("INSERT INTO items VALUES (1000, 'late')")
                 c.execute("DELETE FROM items WHERE id = 100")
-            done.append(text)
+            done.append(str(text))
 
     progress.done = done  # type: ignore[attr-defined]
     return progress
@@ -210,7 +210,7 @@ KILL_SCRIPT = textwrap.dedent(
         return "SELECT id, v FROM items"
 
     def progress(text):
-        if text.startswith("fan.log:"):
+        if str(text).startswith("fan.log:"):
             print("SECOND", flush=True)
 
     pipeline.run("kill_sync", progress=progress)

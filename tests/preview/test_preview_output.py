@@ -164,9 +164,12 @@ def test_drift_to_apply_and_to_refuse(project: Any) -> None:
     module = load(project)
     assert flow("run", "pv_history", "--module", module).exit_code == 0
     project.sql("warehouse", "ALTER TABLE hist.local_history DROP COLUMN name")
+    project.sql("warehouse", "ALTER TABLE hist.local_history ADD COLUMN legacy text")
     out = flow("preview", "pv_history", "--module", module)
     assert out.exit_code == 0, out.output
     assert "drift (apply)" in out.stdout and "name" in out.stdout
+    # an undeclared nullable column is no drift to refuse: a warning, left alone
+    assert line_with(out.stdout, "warning", "column legacy (text NULL) exists but is not declared")
     assert 'ADD COLUMN IF NOT EXISTS "name"' in out.stdout
     project.sql(
         "warehouse", "ALTER TABLE hist.local_history ALTER COLUMN email TYPE integer USING 0"

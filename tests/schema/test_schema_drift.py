@@ -112,6 +112,27 @@ def test_extra_column_is_reported_not_dropped(wh: psycopg.Connection[Any]) -> No
     assert extra.nullable is False and not extra.additive
     assert "character(3)" in extra.describe() and "legacy_code" in extra.describe()
     assert additive_sql(SPEC, diffs) == []
+    # NOT NULL with a default: an insert that leaves it out still succeeds
+    assert extra.has_default and extra.tolerated and destructive(diffs) == []
+    assert "left alone (new rows get its default in it)" in extra.describe()
+
+
+def test_extra_column_that_would_break_inserts_is_destructive(wh: psycopg.Connection[Any]) -> None:
+    wh.execute(
+        f"ALTER TABLE {T} ADD COLUMN note text, ADD COLUMN serial_no bigint NOT NULL "
+        "GENERATED ALWAYS AS IDENTITY, ADD COLUMN strict text NOT NULL DEFAULT 'x'"
+    )
+    wh.execute(f"ALTER TABLE {T} ALTER COLUMN strict DROP DEFAULT")
+    diffs = drift(wh, SPEC)
+    assert [(d.column, d.tolerated) for d in diffs if isinstance(d, ColumnExtra)] == [
+        ("note", True),
+        ("serial_no", True),
+        ("strict", False),
+    ]
+    assert [d.column for d in destructive(diffs) if isinstance(d, ColumnExtra)] == ["strict"]
+    text = destructive(diffs)[0].describe()
+    assert "column strict (text NOT NULL, no default)" in text
+    assert "every insert would fail" in text and "DROP COLUMN strict" in text
 
 
 def test_type_mismatch(wh: psycopg.Connection[Any]) -> None:
@@ -262,7 +283,9 @@ def test_many_kinds_at_once_come_in_a_fixed_order(wh: psycopg.Connection[Any]) -
     assert [d.additive for d in diffs] == [False, False, True, False, False, False, True, False]
     assert diffs == drift(wh, SPEC)  # deterministic
     _fix(wh)
-    assert drift(wh, SPEC) == destructive(diffs)  # the additive ones are gone, the rest stay
+    assert drift(wh, SPEC) == [d for d in diffs if not d.additive]  # the rest stay
+    # the nullable extra columns are left alone: not among what stops a run
+    assert [d for d in destructive(diffs) if isinstance(d, ColumnExtra)] == []
 
 
 def test_every_difference_is_frozen_and_names_its_table(wh: psycopg.Connection[Any]) -> None:
