@@ -515,14 +515,21 @@ def _run(
                 t = time.perf_counter()
                 try:
                     if step.kind == "load":
-                        rows = _load(conn, sconn, final, step, counts, result, on_rows)
-                        if rows is None:
+                        # the load and the keys built after it: one savepoint
+                        group = [step]
+                        while run_steps and run_steps[0].kind == "load":
+                            group.append(run_steps.pop(0))
+                        done = _load(conn, sconn, final, group, counts, result, on_rows)
+                        if done is None:
                             # rolled back: the staged plan runs in its place, and the
                             # report shows that plan
                             final = _fell_back(final, result.fallback or "")
                             result.plan = final
                             run_steps = [s for s in final.steps if s not in steps_done]
                             continue
+                        steps.extend(done)
+                        steps_done.extend(group)
+                        continue
                     else:
                         rows = _step(
                             conn,
@@ -558,11 +565,13 @@ def _run(
 
 def _fell_back(final: Plan, why: str) -> Plan:
     """The plan as it runs once its load straight into a new table was rolled back:
-    the staged steps in the load's place, and the ``load`` decision saying why."""
+    the staged steps in place of the load and what followed it, and the ``load``
+    decision saying why."""
     steps: list[Step] = []
     for s in final.steps:
         if s.kind == "load":
-            steps.extend(final.fallback_steps)
+            if final.fallback_steps[0] not in steps:
+                steps.extend(final.fallback_steps)
         elif s.label != LOADED_WATERMARK:
             steps.append(s)
     decisions = tuple(
@@ -583,34 +592,43 @@ def _load(
     conn: psycopg.Connection[Any],
     sconn: psycopg.Connection[Any] | None,
     plan: Plan,
-    step: Step,
+    group: list[Step],
     counts: dict[str, Any],
     result: TargetResult,
     on_rows: Callable[[int], None] | None = None,
-) -> dict[str, Any] | None:
-    """The load straight into a table this run created, in a savepoint. ``None`` when it
-    failed and was rolled back: the caller runs the staged steps instead, which either
-    name what is wrong (a key twice, a value the column refuses) or do the work."""
+) -> list[StepResult] | None:
+    """The load straight into a table this run created, then its keys and indexes, in
+    one savepoint. ``None`` when it failed and was rolled back: the caller runs the
+    staged steps instead, which either name what is wrong (a key twice, a value the
+    column refuses) or do the work."""
     ctx = plan.context
+    out: list[StepResult] = []
     try:
         with conn.transaction():
-            if sconn is not None:
-                n = pipe(
-                    sconn,
-                    conn,
-                    render(load_copy_out_sql(ctx, plan.mode)),
-                    render(load_copy_in_sql(ctx, plan.mode)),
-                    on_rows=on_rows,
-                )
-            else:
-                cur = conn.execute(step.sql)
-                n = max(cur.rowcount, 0)
+            for step in group:
+                t = time.perf_counter()
+                if step is not group[0]:
+                    conn.execute(step.sql)
+                    out.append(StepResult(step.label, step.kind, None, time.perf_counter() - t))
+                    continue
+                if sconn is not None:
+                    n = pipe(
+                        sconn,
+                        conn,
+                        render(load_copy_out_sql(ctx, plan.mode)),
+                        render(load_copy_in_sql(ctx, plan.mode)),
+                        on_rows=on_rows,
+                    )
+                else:
+                    n = max(conn.execute(step.sql).rowcount, 0)
+                rows = _apply({"inserted": n, "source_rows": n}, counts, result)
+                out.append(StepResult(step.label, step.kind, rows, time.perf_counter() - t))
     except psycopg.Error as exc:
         if sconn is not None and sconn.info.transaction_status != TransactionStatus.IDLE:
             raise  # the source session is not reusable: report the load's own error
         result.fallback = driver_message(exc)
         return None
-    return _apply({"inserted": n, "source_rows": n}, counts, result)
+    return out
 
 
 def _check_shared_bound(conn: psycopg.Connection[Any], final: Plan, where: str) -> None:

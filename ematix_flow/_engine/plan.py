@@ -16,7 +16,7 @@ bound at execute time through ``current_setting('ematix_flow.*')``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psycopg import sql
@@ -346,8 +346,9 @@ def build_plan(
     reflected = tfacts.reflected if tfacts is not None else None
     physical, fw = _decide_framework(d, options, keys, reflected)
     source_sql = _check_source(d, options, source, scols, shared)
-    table_exists, drift_info, hash_record = _target_ddl(
-        d, options, physical, fw, keys, compare, tfacts, state_schema_name
+    direct = _loads_directly(options, tfacts, steer, stmt_path, scols, source_encoding)
+    table_exists, drift_info, hash_record, after_load = _target_ddl(
+        d, options, physical, fw, keys, compare, tfacts, state_schema_name, direct
     )
     watermark_before, watermark_stored, filt, ctx_append_keys = _decide_watermark(
         d, options, physical, tfacts, steer, pipeline, state_schema_name
@@ -372,9 +373,7 @@ def build_plan(
         window_hi=steer.window is not None,
         skip_loaded_all=steer.window is not None and options.mode == "append",
     )
-    fallback = _data_steps(
-        d, options, ctx, physical, tfacts, steer, stmt_path, scols, source_encoding
-    )
+    fallback = _data_steps(d, options, ctx, physical, tfacts, steer, stmt_path, scols, after_load)
     steps = d.steps
     if options.incremental_column:
         steps.append(
@@ -676,10 +675,19 @@ def _target_ddl(
     compare: tuple[str, ...],
     tfacts: TargetFacts | None,
     state_schema_name: str,
-) -> tuple[bool | None, list[dict[str, Any]], Step | None]:
+    direct: bool,
+) -> tuple[bool | None, list[dict[str, Any]], Step | None, list[Step] | None]:
     """Create the table or apply its additive drift; refuse the rest; the indexes and
-    the row-hash version the mode needs."""
-    from ematix_flow._schema import additive_sql, compare_table, create_schema_sql, create_table_sql
+    the row-hash version the mode needs. ``direct``: the table is created bare and filled
+    straight in; its keys and indexes are built after the load — once, by sorting,
+    rather than row by row — by the steps returned last (``None`` when not direct)."""
+    from ematix_flow._schema import (
+        add_constraints_sql,
+        additive_sql,
+        compare_table,
+        create_schema_sql,
+        create_table_sql,
+    )
     from ematix_flow._schema.drift import UniqueConstraintMissing, destructive
 
     spec = options.table
@@ -692,7 +700,22 @@ def _target_ddl(
     # merge/scd1 match rows by their keys; any other unique constraint is created
     # deferrable and deferred in the run, so rows that swap a unique value converge.
     swap_keys = keys if options.mode in ("merge", "scd1") else None
-    create_sql = render(create_table_sql(physical, deferrable_except=swap_keys))
+    direct = direct and reflected is None and tfacts is not None
+    after_load: list[Step] | None = [] if direct else None
+    create_sql = render(
+        create_table_sql(physical, deferrable_except=swap_keys, constraints=not direct)
+    )
+    if after_load is not None:
+        keys_sql = add_constraints_sql(physical, deferrable_except=swap_keys)
+        if keys_sql is not None:
+            after_load.append(
+                Step(
+                    "build the primary key and unique constraints",
+                    "load",
+                    render(keys_sql),
+                    note="after the load: one index build each; a key twice fails here",
+                )
+            )
     steps = d.steps
     drift_info: list[dict[str, Any]] = []
     table_exists: bool | None
@@ -809,10 +832,10 @@ def _target_ddl(
                 )
             )
     if options.mode == "scd2" and (tfacts is None or index_name not in tfacts.index_names):
-        steps.append(
+        (steps if after_load is None else after_load).append(
             Step(
                 "create current-version index",
-                "ddl",
+                "ddl" if after_load is None else "load",
                 render(
                     sql.SQL(
                         "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({}) WHERE is_current"
@@ -825,7 +848,7 @@ def _target_ddl(
                 note="one current version per key; serves the current-row lookups",
             )
         )
-    return table_exists, drift_info, hash_record
+    return table_exists, drift_info, hash_record, after_load
 
 
 def _decide_watermark(
@@ -988,11 +1011,11 @@ def _data_steps(
     steer: Steer,
     stmt_path: str,
     scols: tuple[SourceColumn, ...] | None,
-    source_encoding: str | None,
+    after_load: list[Step] | None,
 ) -> tuple[Step, ...]:
     """The data statements: staged (stage, checks, the mode's statements), or one load
-    straight into a table this run creates — then the staged steps are its fallback,
-    returned."""
+    straight into a table this run creates, then its keys (``after_load``) — and then
+    the staged steps, with those keys built first, are its fallback, returned."""
     where = d.where
     decisions = d.decisions
     problems = d.problems
@@ -1136,11 +1159,10 @@ def _data_steps(
                 note="checked now, not at commit: a dry run sees a violation too",
             )
         )
-    load = _direct_load(options, ctx, reflected, tfacts, steer, stmt_path, scols, source_encoding)
     fallback: tuple[Step, ...] = ()
-    if load:
-        steps.extend(load)
-        fallback = tuple(staged)
+    if after_load is not None:
+        steps.extend(_direct_load(options, ctx, stmt_path, after_load))
+        fallback = tuple(replace(s_, kind="ddl") for s_ in after_load) + tuple(staged)
         decisions.append(
             Decision(
                 "load",
@@ -1151,9 +1173,10 @@ def _data_steps(
                     if stmt_path == "cross_db"
                     else "one INSERT … SELECT fills it"
                 )
-                + ", without a stage or an upsert. If that load fails (a key twice, a "
-                "value the column refuses), it is rolled back and the staged plan runs "
-                "instead, so its checks name the row at fault",
+                + ", without a stage or an upsert; its keys and indexes are built after "
+                "the load. If that load fails (a key twice, a value the column refuses), "
+                "it is rolled back and the staged plan runs instead, so its checks name "
+                "the row at fault",
             )
         )
     else:
@@ -1161,31 +1184,36 @@ def _data_steps(
     return fallback
 
 
-def _direct_load(
+def _loads_directly(
     options: TargetOptions,
-    ctx: SqlContext,
-    reflected: Any,
     tfacts: TargetFacts | None,
     steer: Steer,
-    path: str,
+    stmt_path: str,
     scols: tuple[SourceColumn, ...] | None,
     source_encoding: str | None,
-) -> list[Step]:
-    """The load straight into the target, when the target is created by this run (it
-    provably holds no row; nobody else sees it before the commit). Not for a backfill
-    window or an scd2 ``ttl`` (versions may be inserted expired): those keep the staged
+) -> bool:
+    """Whether the target is loaded straight in: it is created by this run (it provably
+    holds no row; nobody else sees it before the commit). Not for a backfill window or
+    an scd2 ``ttl`` (versions may be inserted expired): those keep the staged
     statements. Cross-DB, scd1 and scd2 compute the row hash in the source database, so
     only when both databases encode text alike (md5 hashes the encoded bytes)."""
-    if tfacts is None or reflected is not None or steer.window is not None:
-        return []
+    if tfacts is None or tfacts.reflected is not None or steer.window is not None:
+        return False
     if options.mode == "scd2" and options.ttl is not None:
-        return []
+        return False
+    if stmt_path == "cross_db":
+        hashed = options.mode in ("scd1", "scd2")
+        if scols is None or (hashed and source_encoding != tfacts.encoding):
+            return False
+    return True
+
+
+def _direct_load(
+    options: TargetOptions, ctx: SqlContext, stmt_path: str, after_load: list[Step]
+) -> list[Step]:
+    """The load straight into the new table, its keys and indexes, the new watermark."""
     mode = options.mode
-    if path == "cross_db":
-        if scols is None:
-            return []
-        if ctx.with_hash and (source_encoding is None or source_encoding != tfacts.encoding):
-            return []
+    if stmt_path == "cross_db":
         out = [
             Step(
                 "load: COPY source → empty target",
@@ -1203,6 +1231,7 @@ def _direct_load(
                 note="one INSERT … SELECT into the new table",
             )
         ]
+    out.extend(after_load)
     if options.incremental_column:
         out.append(Step(LOADED_WATERMARK, "data", render(loaded_stats_sql(ctx))))
     return out

@@ -10,6 +10,7 @@ end.
 from __future__ import annotations
 
 from ematix_flow._schema.ddl import (
+    add_constraints_sql,
     create_schema_sql,
     create_table_sql,
     primary_key_name,
@@ -40,6 +41,7 @@ __all__ = [
     "UniqueConstraintExtra",
     "UniqueConstraintMissing",
     "UnknownType",
+    "add_constraints_sql",
     "additive_sql",
     "compare_table",
     "create_schema_sql",
