@@ -98,7 +98,8 @@ UNSUPPORTED_ENV = "EMATIX_FLOW_TEST_PG13_DSN"
 #: through both paths (same-DB statements, cross-DB binary COPY and stage), every
 #: column type, keys at their edges (where version-specific key SQL lives), source
 #: errors as the server words them, the state tables and their migration, EXPLAIN of
-#: the merge, DDL, reflection and drift. The rest of the suite exercises the same SQL
+#: the merge, loads into a new table, one snapshot for a fan-out, DDL, reflection and
+#: drift. The rest of the suite exercises the same SQL
 #: through the pipelines, CLI and operator layers and runs on the default version; the
 #: whole suite on each version would not fit CI's time (see README).
 DB_TESTS: tuple[str, ...] = (
@@ -109,6 +110,8 @@ DB_TESTS: tuple[str, ...] = (
     "tests/engine/test_state.py",
     "tests/engine/test_state_migration.py",
     "tests/engine/test_merge_materialization.py",
+    "tests/engine/test_direct_load.py",
+    "tests/declarative/test_fan_out.py::test_every_target_sees_one_snapshot",
     "tests/engine/test_ddl.py",
     "tests/engine/test_incremental.py",
     "tests/schema",
