@@ -361,7 +361,7 @@ def build_plan(
         compare=compare,
         update=update,
         path=stmt_path,
-        source_sql=source_sql,
+        source_sql=shared.select_sql(spec) if shared is not None else source_sql,
         incremental_column=options.incremental_column,
         watermark_filter=filt,
         event_timestamp_column=options.event_timestamp_column,
@@ -630,8 +630,6 @@ def _check_source(
     # --- the source ---------------------------------------------------------------
     try:
         source_sql = source.select_sql(spec)
-        if shared is not None:
-            source_sql = shared.select_sql(spec)
     except EmatixFlowError as exc:
         problems.append(Problem("source_column", f"{where}: {exc}"))
         source_sql = ""

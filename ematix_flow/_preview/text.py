@@ -210,8 +210,8 @@ def _target(t: dict[str, Any], *, dry: bool) -> list[Text]:
             value = "(" + ", ".join(chosen["columns"]) + ")" if chosen["columns"] else "—"
             lines.append(_kv(label, Text(value) + _reason(chosen["reason"])))
     for d in plan["decisions"]:
-        if d["topic"] in ("handle_deletes", "ttl", "valid_from"):
-            label = {"handle_deletes": "deletes", "valid_from": "valid_from"}.get(
+        if d["topic"] in ("source_read", "load", "handle_deletes", "ttl", "valid_from"):
+            label = {"handle_deletes": "deletes", "source_read": "source read"}.get(
                 d["topic"], d["topic"]
             )
             lines.append(_kv(label, Text(str(d["value"])) + _reason(d["reason"])))

@@ -11,6 +11,7 @@ a SIGKILL in the middle of a fan-out leaves each target old or new, never mixed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,3 +256,20 @@ def test_a_failing_source_fails_the_first_target_with_its_own_message(named: Any
     report = pipeline.run("fan_sync")
     assert [r.status for r in report.results] == ["failed", "not_run", "not_run"]
     assert 'relation "items" does not exist' in (report.results[0].error or "")
+
+
+def test_the_verbose_preview_says_the_source_is_read_once(named: Any) -> None:
+    from rich.console import Console
+
+    from ematix_flow._preview.document import document
+    from ematix_flow._preview.text import render
+
+    named.sql("oltp", SOURCE)
+    _declare("oltp")
+    console = Console(record=True, width=200, color_system=None)
+    render(document(pipeline.preview("fan_sync")), console, verbose_=True)
+    text = console.export_text()
+    assert len(re.findall(r"source read +shared stage  3 targets read one source", text)) == 3
+    assert len(re.findall(r"load +direct ", text)) == 3, text
+    # the source is the user's query; the statements read the stage it fills
+    assert "SELECT id, v FROM items" in text and 'FROM pg_temp."ematix_flow_shared"' in text
