@@ -189,6 +189,10 @@ class _Skipped(Exception):
     pass
 
 
+class _Superseded(Exception):
+    pass
+
+
 class _AlreadyRan(Exception):
     def __init__(self, slot: datetime, started: datetime) -> None:
         super().__init__(slot, started)
@@ -280,6 +284,13 @@ def execute(
             f"already ran for slot {ran.slot.isoformat()}: a run of pipeline {plan.pipeline} "
             f"into target {plan.target} started at {ran.started.isoformat()}; this run did "
             "not touch it"
+        )
+    except _Superseded:
+        result.status = "skipped"
+        result.error = (
+            f"a later run of pipeline {plan.pipeline} wrote target {plan.target} after this "
+            "run read its source: this run did not touch it (it would have written an older "
+            "state of the source)"
         )
     except _Skipped:
         result.status = "skipped"
@@ -479,6 +490,7 @@ def _run(
                 raise final.problems[0].error() if len(final.problems) == 1 else _joined(final)
             if plan.shared is not None:
                 _check_shared_bound(conn, final, where)
+                _check_shared_fresh(conn, final)
             if final.watermark_before is not None:
                 # The canonical text of the watermark's type; both sessions are pinned,
                 # so both read it back as the same value.
@@ -654,6 +666,22 @@ def _check_shared_bound(conn: psycopg.Connection[Any], final: Plan, where: str) 
             f"is now {needs!r} (its state changed while the run was starting: a reset?). "
             "Nothing was written; run the pipeline again."
         )
+
+
+def _check_shared_fresh(conn: psycopg.Connection[Any], final: Plan) -> None:
+    """Under the target's lock: another run that committed this target after the shared
+    stage was filled read a newer state of the source; writing the stage now would
+    take the target back to an older one."""
+    seen = final.shared.runs_seen.get(final.target, 0)
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {}.run_history WHERE pipeline = %s AND target = %s "
+            "AND status = 'succeeded' AND id > %s)"
+        ).format(sql.Identifier(final.state_schema)),
+        (final.pipeline, final.target, seen),
+    ).fetchone()
+    if row is not None and row[0]:
+        raise _Superseded
 
 
 def _joined(final: Plan) -> EmatixFlowError:

@@ -61,6 +61,10 @@ class Shared:
     lower: str | None = None
     lower_type: str | None = None
     lower_column: str | None = None
+    #: Per target: the last ``succeeded`` run_history id, read before the source was.
+    #: A target that has a later one when its turn comes was written by another run
+    #: from a newer state of the source than the stage holds: it is not written again.
+    runs_seen: dict[str, int] = field(default_factory=dict)
 
     def select_sql(self, table: Any) -> str:
         """The stage as a source for ``table``: its columns named as the target's."""
@@ -229,6 +233,13 @@ def _fill_all(
     source_conn = source.resolved_connection()
     many = len(by_conn) > 1
     total = sum(len(g) for g in by_conn.values())
+    # The target sessions first: what each target's history holds is read before the
+    # source snapshot is taken (a run committing after that read is detected later).
+    opened: dict[int, tuple[psycopg.Connection[Any], dict[str, int]]] = {}
+    for key, group in by_conn.items():
+        tconn = conns[key].open(autocommit=True, timeouts=timeouts)
+        sessions.append(tconn)
+        opened[key] = (tconn, _runs_seen(tconn, group, pipeline, state_schema))
     with source_conn.open(autocommit=True, timeouts=timeouts) as sconn:
         snapshot: str | None = None
         if many:
@@ -251,11 +262,15 @@ def _fill_all(
             )
         )
         for key, group in by_conn.items():
-            tconn = conns[key].open(autocommit=True, timeouts=timeouts)
-            sessions.append(tconn)
+            tconn, seen = opened[key]
             bound = _lower_bound(tconn, group, pipeline, state_schema) if bounded else None
             shared = Shared(
-                source, needed, len(group), _reason(total, len(group), many), session=tconn
+                source,
+                needed,
+                len(group),
+                _reason(total, len(group), many),
+                session=tconn,
+                runs_seen=seen,
             )
             where = ""
             if bound is not None:
@@ -267,6 +282,24 @@ def _fill_all(
             out[key] = shared
         if not sconn.autocommit:
             sconn.rollback()
+
+
+def _runs_seen(
+    session: psycopg.Connection[Any], members: Sequence[Member], pipeline: str, schema: str
+) -> dict[str, int]:
+    """The last ``succeeded`` run_history id of each member (absent: none yet)."""
+    try:
+        with session.transaction():
+            rows = session.execute(
+                sql.SQL(
+                    "SELECT target, max(id) FROM {}.run_history WHERE pipeline = %s "
+                    "AND target = ANY(%s) AND status = 'succeeded' GROUP BY target"
+                ).format(sql.Identifier(schema)),
+                (pipeline, [m.options.table.qualified_name for m in members]),
+            ).fetchall()
+    except psycopg.Error:  # no state schema yet: no run before this one
+        return {}
+    return {target: int(last) for target, last in rows}
 
 
 def _reason(total: int, here: int, many: bool) -> str:

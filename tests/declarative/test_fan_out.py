@@ -273,3 +273,28 @@ def test_the_verbose_preview_says_the_source_is_read_once(named: Any) -> None:
     assert len(re.findall(r"load +direct ", text)) == 3, text
     # the source is the user's query; the statements read the stage it fills
     assert "SELECT id, v FROM items" in text and 'FROM pg_temp."ematix_flow_shared"' in text
+
+
+def test_a_run_does_not_write_its_stage_over_a_newer_run(named: Any) -> None:
+    # A second run of the pipeline starts and commits every target while the first is
+    # between its targets: the first one's stage is older than what was committed.
+    named.sql("oltp", SOURCE)
+    _declare("oltp")
+    assert pipeline.run("fan_sync").ok
+    newer: list[Any] = []
+
+    def progress(event: Any) -> None:
+        if str(event) == "fan.history: started" and not newer:
+            named.sql("oltp", "UPDATE items SET v = 'changed' WHERE id <= 10")
+            newer.append(pipeline.run("fan_sync"))
+
+    report = pipeline.run("fan_sync", progress=progress)
+
+    assert newer and newer[0].ok, newer
+    assert [r.status for r in report.results] == ["succeeded", "skipped", "skipped"]
+    assert "a later run of pipeline fan_sync wrote target fan.history" in (
+        report.results[1].error or ""
+    )
+    assert named.rows(
+        "warehouse", "SELECT v, is_current FROM fan.history WHERE id = 1 ORDER BY valid_from"
+    ) == [("v1", False), ("changed", True)]
