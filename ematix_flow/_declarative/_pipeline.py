@@ -482,11 +482,13 @@ class DeclaredPipeline:
 
         results: list[Any] = []
         first_error: BaseException | None = None
-        shared, source = self._shared_source(connection, results)
+        shared, source, error = self._shared_source(connection, results)
         start = len(results)
         with shared if shared is not None else contextlib.nullcontext():
             for i, tgt in enumerate(spec.targets[start:], start):
                 try:
+                    if error is not None and i == start:
+                        raise error  # the function, called once for the run, failed
                     results.append(self._sync_target(tgt, connection, source))
                 except Exception as exc:
                     if not keep_going:
@@ -499,27 +501,31 @@ class DeclaredPipeline:
 
     def _shared_source(
         self, connection: Callable[[str], Any], results: list[Any]
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, Exception | None]:
         """Several targets and a function that does not take the target connection: the
         source is the same for every target, so it is evaluated once and read once per
         run (``pipeline._shared_source``). The function is called here, once; if it
         ran its own ``pipeline.sync`` (returned its dict), that was the first target,
-        and the rest run as before."""
+        and the rest run as before. If it raised, that is the first target's failure
+        (the third item), as if it had been called for that target."""
         spec = self.spec
         if len(spec.targets) < 2 or spec.arity == 2:
-            return None, None
+            return None, None, None
         try:
             src = connection(spec.source_connection_name)
             returned = self._call(*((src,) if spec.arity == 1 else ()))
             if isinstance(returned, dict):
                 results.append(returned)
-                return None, None
+                return None, None, None
             source = self._source(returned, src)
+        except Exception as exc:
+            return None, None, exc
+        try:
             syncs = [(t.table, connection(t.connection), dict(t.options)) for t in spec.targets]
         except Exception:
-            # the targets run one by one, and each reports this failure as its own
-            return None, None
-        return _api()._shared_source(source, syncs, spec.force_path), source
+            # the targets run one by one, and the one whose connection fails reports it
+            return None, source, None
+        return _api()._shared_source(source, syncs, spec.force_path), source, None
 
     def _not_run(
         self,

@@ -24,6 +24,8 @@ import psycopg
 import pytest
 
 from ematix_flow import ematix, pipeline, pk
+from ematix_flow.config import connect
+from ematix_flow.source import Source
 from ematix_flow.types import BigInt, Text
 
 pytestmark = pytest.mark.db
@@ -298,3 +300,32 @@ def test_a_run_does_not_write_its_stage_over_a_newer_run(named: Any) -> None:
     assert named.rows(
         "warehouse", "SELECT v, is_current FROM fan.history WHERE id = 1 ORDER BY valid_from"
     ) == [("v1", False), ("changed", True)]
+
+
+def test_a_function_running_its_own_failing_sync_runs_once(named: Any) -> None:
+    calls: list[int] = []
+
+    @ematix.pipeline(
+        targets=[ematix.target(ByKey, mode="merge"), ematix.target(Log, mode="append")],
+        source_connection="oltp",
+    )
+    def own_sync(conn: Any) -> Any:
+        calls.append(1)  # no table "items" in the source database: its sync fails
+        return pipeline.sync(
+            target=ByKey,
+            source=Source.postgres_query(conn, "SELECT id, v FROM items"),
+            target_connection=connect("warehouse"),
+            mode="merge",
+        )
+
+    report = pipeline.run("own_sync")
+
+    assert len(calls) == 1
+    assert [(r.target, r.status) for r in report.results] == [
+        ("fan.by_key", "failed"),
+        ("fan.log", "not_run"),
+    ]
+    assert [h[1:] for h in named.history()] == [
+        ("fan.by_key", "failed"),
+        ("fan.log", "not_run"),
+    ]
