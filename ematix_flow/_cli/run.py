@@ -1,7 +1,7 @@
 """``flow list | run | run-due | history`` — registered pipelines from the command line.
 
 Each command imports the user's module (``--module M``, as ``python -c "import M"``
-would from the current directory: the working directory goes first on ``sys.path``),
+would from the current directory, or ``--module path/to/m.py``; see :mod:`._loader`),
 then calls :mod:`ematix_flow.pipeline` and renders. Exit codes: OK when every target
 succeeded, RUN_FAILED otherwise, CONFIG_ERROR when the module cannot be imported or a
 connection is not configured.
@@ -20,7 +20,6 @@ processes), the target is recorded ``skipped`` ("already ran for slot …").
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ematix_flow._cli._loader import load_module
 from ematix_flow._cli._output import (
     FormatOption,
     OutputFormat,
@@ -105,23 +105,6 @@ def _timed_run(
     with display.interruptible(), display.showing():
         report = pipeline.run(name, progress=display, due_slot=due_slot, **steer)
     return report, RunRecord(report, started=started, finished=time.time())
-
-
-def load_module(name: str) -> None:
-    """Import ``name`` like ``python -c "import name"`` run from the working directory."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path[:1]:
-        sys.path.insert(0, cwd)
-    try:
-        importlib.import_module(name)
-    except ConfigurationError:
-        raise
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot import module {name!r} (looked in {cwd} and on sys.path): "
-            f"{type(exc).__name__}: {exc}. Run flow from the folder holding {name}.py, or "
-            "make the module importable."
-        ) from exc
 
 
 def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:

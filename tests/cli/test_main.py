@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,26 @@ def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def run_flows(*commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run several ``flow`` commands side by side (each a process, as a person runs
+    it); their results in the order given."""
+    procs = [
+        subprocess.Popen(
+            [str(FLOW_SCRIPT), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for args in commands
+    ]
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess([*args], proc.returncode, out, err))
+    return results
 
 
 def test_console_script_help_lists_the_commands() -> None:
