@@ -136,7 +136,7 @@ def export_k8s(
         raise fail(
             f"module {module!r} registers no scheduled pipeline{skipped}; give a pipeline a "
             'schedule, e.g. @ematix.pipeline(..., schedule="0 * * * *")',
-            ExitCode.USAGE,
+            ExitCode.CONFIG_ERROR,
         )
     if output == "-":
         sys.stdout.write(export.yaml())

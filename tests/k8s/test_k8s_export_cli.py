@@ -167,10 +167,10 @@ def test_unknown_module_is_reported_as_flow_run_reports_it(project: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_a_module_without_scheduled_pipelines_is_a_usage_error(project: Path) -> None:
+def test_a_module_without_scheduled_pipelines_is_a_config_error(project: Path) -> None:
     (project / "empty_pipelines.py").write_text("X = 1\n")
     result = flow("export-k8s", "--module", "empty_pipelines", "--image", IMAGE)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "registers no scheduled pipeline" in result.stderr
 
 
