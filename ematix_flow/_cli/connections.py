@@ -107,8 +107,13 @@ def check(
             else:
                 line.append("\n       " + r["reason"])
             out.print(line)
-    if not all(r["ok"] for r in results):
-        raise typer.Exit(int(ExitCode.RUN_FAILED))
+    failed = [r["name"] for r in results if not r["ok"]]
+    if failed:
+        raise fail(
+            f"{len(failed)} of {len(results)} connections failed the check: "
+            f"{', '.join(failed)} (the report says why)",
+            ExitCode.RUN_FAILED,
+        )
 
 
 @app.command("set")
