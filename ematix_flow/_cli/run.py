@@ -21,7 +21,6 @@ processes), the target is recorded ``skipped`` ("already ran for slot …").
 from __future__ import annotations
 
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
