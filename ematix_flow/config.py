@@ -58,7 +58,9 @@ __all__ = [
     "list_connections",
     "project_config_path",
     "redact_dsn",
+    "remove_user_connection",
     "save_user_connection",
+    "saved_user_connection",
     "user_config_path",
 ]
 
@@ -385,6 +387,31 @@ def save_user_connection(name: str, dsn: str) -> Path:
         table = tomlkit.table()
         table["dsn"] = dsn
         section[key] = table
+    _write_private(path, tomlkit.dumps(doc))
+    return path
+
+
+def saved_user_connection(name: str) -> str | None:
+    """The DSN saved for ``name`` in the user-global file, as written (``${VAR}`` not
+    replaced; it may hold a password: redact it before showing it), or ``None``."""
+    entry = _read_file(user_config_path(), USER_ORIGIN).get(_canonical(name))
+    return None if entry is None else str(entry.raw_dsn)
+
+
+def remove_user_connection(name: str) -> Path | None:
+    """Delete ``[connections.<name>]`` (any spelling of ``name``) from the user-global
+    file, keeping the other entries and comments; the file's path, or ``None`` when it
+    holds no such entry. ``flow connections remove`` calls this."""
+    import tomlkit
+
+    canonical = _canonical(name)
+    path = user_config_path()
+    if canonical not in _read_file(path, USER_ORIGIN):  # also: the file is valid TOML
+        return None
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    section = doc["connections"]
+    for key in [k for k in section if _NAME.fullmatch(k) and _canonical(k) == canonical]:
+        del section[key]
     _write_private(path, tomlkit.dumps(doc))
     return path
 

@@ -11,6 +11,12 @@ colour, machine-readable output and error reporting behave the same everywhere:
 - :func:`report_error` / :func:`exit_code_for` are the single place where an
   :class:`EmatixFlowError` becomes a clean one-message stderr line and an exit code from
   :mod:`ematix_flow._exitcodes`; ``main.py`` routes every command's errors through them.
+  :func:`fail` and :func:`print_error` write the same ``error: <message>`` line for a
+  command that reports a failure itself (a run whose target failed).
+
+The convention every command keeps: stdout carries the result (a report, a listing, a
+JSON document), including the status of each item; every failure is an ``error:`` line
+on stderr, and the exit code says the command failed.
 
 rich is imported inside the functions, keeping ``flow --help`` fast.
 """
@@ -39,8 +45,10 @@ __all__ = [
     "console",
     "exit_code_for",
     "fail",
+    "print_error",
     "print_json",
     "print_listing",
+    "quiet_when_stdout_closes",
     "report_error",
     "set_no_color",
 ]
@@ -130,6 +138,48 @@ def print_listing(
     out.print(table)
 
 
+class _QuietWhenClosed:
+    """``sys.stdout`` as the ``flow`` process writes it: once the reader of the pipe is
+    gone (``flow preview … | head``), the rest of the output is dropped instead of
+    raising ``BrokenPipeError``, so the command finishes quietly with its own exit code
+    (no traceback, no "Exception ignored" at exit, no 141)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        # What is still buffered, and everything after, goes to /dev/null: flushing the
+        # real stream at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def quiet_when_stdout_closes() -> None:
+    """Wrap ``sys.stdout`` (once, by ``main()``) so a closed pipe ends the output quietly;
+    see :class:`_QuietWhenClosed`."""
+    if not isinstance(sys.stdout, _QuietWhenClosed):
+        sys.stdout = _QuietWhenClosed(sys.stdout)  # type: ignore[assignment]
+
+
 def exit_code_for(exc: EmatixFlowError) -> ExitCode:
     """The exit code an error maps to: configuration problems (and a pipeline name the
     module does not register: a wrong command line in a CronJob) are CONFIG_ERROR, the
@@ -141,7 +191,7 @@ def exit_code_for(exc: EmatixFlowError) -> ExitCode:
 
 def report_error(exc: EmatixFlowError) -> ExitCode:
     """Print ``error: <message>`` on stderr (no traceback) and return its exit code."""
-    _print_error(str(exc))
+    print_error(str(exc))
     return exit_code_for(exc)
 
 
@@ -150,11 +200,13 @@ def fail(message: str, code: ExitCode = ExitCode.RUN_FAILED) -> typer.Exit:
 
     Usage: ``raise fail("no connections configured", ExitCode.CONFIG_ERROR)``.
     """
-    _print_error(message)
+    print_error(message)
     return typer.Exit(int(code))
 
 
-def _print_error(message: str) -> None:
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` on stderr, for a failure the command reports and goes
+    on from (one target of several), or reports before it exits (:func:`fail`)."""
     from rich.text import Text
 
     err = console(stderr=True)

@@ -1,5 +1,5 @@
-"""``flow connections list | check [NAME] | set NAME=DSN`` — the connection registry
-(spec §3.1) from the command line.
+"""``flow connections list | check [NAME] | set NAME=DSN | remove NAME`` — the
+connection registry (spec §3.1) from the command line.
 
 Each command calls :mod:`ematix_flow.config` and renders the result; no DSN is ever
 printed except in its redacted form, including the driver's failure messages.
@@ -25,7 +25,7 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="connections",
-    help="List, check and set named database connections.",
+    help="List, check, set and remove named database connections.",
     no_args_is_help=True,
 )
 
@@ -107,8 +107,13 @@ def check(
             else:
                 line.append("\n       " + r["reason"])
             out.print(line)
-    if not all(r["ok"] for r in results):
-        raise typer.Exit(int(ExitCode.RUN_FAILED))
+    failed = [r["name"] for r in results if not r["ok"]]
+    if failed:
+        raise fail(
+            f"{len(failed)} of {len(results)} connections failed the check: "
+            f"{', '.join(failed)} (the report says why)",
+            ExitCode.RUN_FAILED,
+        )
 
 
 @app.command("set")
@@ -146,6 +151,69 @@ def set_(
             f"connect({name!r}) resolves to {winner.redacted} from {winner.origin}.",
             markup=False,
         )
+
+
+@app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The connection to remove.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove NAME from ~/.ematix-flow/connections.toml (where `flow connections set` saves).
+
+    Asks first on a terminal (--yes to skip; required without one). A name configured
+    elsewhere (an environment variable, ./.ematix-flow.toml) is left alone: the command
+    says where it is and how to remove it.
+    """
+    import sys
+
+    from ematix_flow._core import redact_dsn
+    from ematix_flow.config import (
+        connect,
+        overriding_sources,
+        remove_user_connection,
+        saved_user_connection,
+        user_config_path,
+    )
+
+    path = user_config_path()
+    saved = saved_user_connection(name)
+    shadows = overriding_sources(name)
+    if saved is None:
+        if shadows:
+            raise fail(
+                f"connection {name!r} is not saved in {path}; it is configured by "
+                f"{', '.join(shadows)}; to remove it, {_how_to_remove(name, shadows)}",
+                ExitCode.CONFIG_ERROR,
+            )
+        raise fail(f"no connection named {name!r} is saved in {path}", ExitCode.CONFIG_ERROR)
+    what = f"connection {name!r} ({redact_dsn(saved)}) from {path}"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail(f"this would remove {what}; pass --yes to do it", ExitCode.USAGE)
+        if not typer.confirm(f"Remove {what}?", default=False):
+            console().print("Nothing removed.", markup=False)
+            return
+    remove_user_connection(name)
+    out = console()
+    out.print(f"Removed {what}", markup=False)
+    if shadows:
+        still = connect(name)
+        out.print(
+            f"Note: {', '.join(shadows)} still configures {name!r}: connect({name!r}) "
+            f"resolves to {still.redacted} from {still.origin}. To remove it there too, "
+            f"{_how_to_remove(name, shadows)}.",
+            markup=False,
+        )
+
+
+def _how_to_remove(name: str, sources: list[str]) -> str:
+    steps = [
+        f"unset {source.removeprefix('env ')}"
+        if source.startswith("env ")
+        else f"delete [connections.{name}] from {source}"
+        for source in sources
+    ]
+    return " and ".join(steps)
 
 
 def _escape(text: str) -> str:

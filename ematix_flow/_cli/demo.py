@@ -187,6 +187,7 @@ def _run_story(out: Console, story: _Story, home: Path, server: Any, *, rows: in
 def _run_all(out: Console, story: _Story, names: list[str], title: str) -> list[Any]:
     """Run each pipeline (``pipeline.run``), render its targets; returns the results."""
     from ematix_flow import pipeline
+    from ematix_flow._cli.run import report_errors
 
     results: list[Any] = []
     with story.section(title):
@@ -198,7 +199,8 @@ def _run_all(out: Console, story: _Story, names: list[str], title: str) -> list[
                 )
             _render_run(out, name, report, time.perf_counter() - started)
             if not report.ok:
-                # The story cannot go on without its targets; the error is printed above.
+                # The story cannot go on without its targets.
+                report_errors(report, skipped_fails=True)
                 raise typer.Exit(int(ExitCode.RUN_FAILED))
             results.extend(report.results)
     return results
@@ -243,11 +245,6 @@ def _render_run(out: Console, name: str, report: Any, seconds: float) -> None:
             f"{r.duration_s:.2f}",
         )
     out.print(table)
-    for r in report.results:
-        if not r.ok and r.error:
-            out.print(f"[red]error[/] {r.target}: {_escape(r.error)}")
-    if report.error:
-        out.print(f"[red]error[/] {_escape(report.error)}")
 
 
 def _render_preview(out: Console, name: str) -> None:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ematix_flow._cli._loader import load_module
 from ematix_flow._cli._output import console, fail
-from ematix_flow._cli.run import load_module
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -32,12 +32,14 @@ __all__ = ["export_k8s"]
 _DEFAULT_TEMPLATE = "ematix-flow-{connection}"
 
 
-def _registered(module: str) -> list[object]:
-    """Import ``module`` exactly as ``flow run --module`` does; its registered pipelines."""
+def _registered(module: str) -> tuple[str, list[object]]:
+    """Import ``module`` exactly as ``flow run --module`` does: its import name (what the
+    pods are given as ``--module``, also for ``--module path/to/file.py``) and its
+    registered pipelines."""
     from ematix_flow import pipeline
 
-    load_module(module)
-    return list(pipeline.registry().values())
+    name = load_module(module)
+    return name, list(pipeline.registry().values())
 
 
 def _secrets_report(export: Export, *, stderr: bool) -> None:
@@ -118,8 +120,9 @@ def export_k8s(
     """Write the scheduled pipelines of a module as EmatixPipeline resources."""
     from ematix_flow._k8s.export import export_pipelines, write_directory
 
+    module, registered = _registered(module)
     export = export_pipelines(
-        _registered(module),
+        registered,
         module=module,
         image=image,
         namespace=namespace,
@@ -133,7 +136,7 @@ def export_k8s(
         raise fail(
             f"module {module!r} registers no scheduled pipeline{skipped}; give a pipeline a "
             'schedule, e.g. @ematix.pipeline(..., schedule="0 * * * *")',
-            ExitCode.USAGE,
+            ExitCode.CONFIG_ERROR,
         )
     if output == "-":
         sys.stdout.write(export.yaml())

@@ -113,6 +113,7 @@ app.command("dry-run")(preview.dry_run)
 
 def main() -> None:
     """Console-script entry point."""
+    _output.quiet_when_stdout_closes()
     app(prog_name="flow")
 
 

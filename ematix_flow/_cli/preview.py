@@ -9,7 +9,8 @@ One target → the verbose plan; several → the compact summary (``-v`` for the
 plans); ``--format json`` → the stable document of :mod:`ematix_flow._preview`.
 Exit codes: OK when every target would succeed, RUN_FAILED when one would fail (or a
 database could not be reached, so the preview cannot tell), CONFIG_ERROR when the module
-cannot be imported or a connection is not configured.
+cannot be imported or a connection is not configured. The report on stdout says why per
+target; stderr gets one ``error:`` line naming the targets.
 """
 
 from __future__ import annotations
@@ -133,4 +134,26 @@ def _show(
 
         render(doc, _output.console(), verbose_=True if verbose else None)
     if not doc["ok"]:
-        raise typer.Exit(int(ExitCode.RUN_FAILED))
+        code = ExitCode.CONFIG_ERROR if report.configuration_failed else ExitCode.RUN_FAILED
+        raise _output.fail(_summary(doc), code)
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    """The one ``error:`` line of a preview or dry run that would not succeed; the
+    reasons are in the report, under each target."""
+    by_outcome: dict[str, list[str]] = {}
+    for t in doc["targets"]:
+        by_outcome.setdefault(t["outcome"], []).append(t["target"])
+    parts = []
+    if by_outcome.get("failed"):
+        parts.append(f"would fail: {', '.join(by_outcome['failed'])}")
+    if by_outcome.get("unknown"):
+        parts.append(
+            f"cannot tell (a database could not be reached): {', '.join(by_outcome['unknown'])}"
+        )
+    if by_outcome.get("skipped"):
+        parts.append(f"skipped (another run holds it): {', '.join(by_outcome['skipped'])}")
+    why = " (the report says why)" if parts else ""
+    if doc["error"]:
+        parts.insert(0, f"the pipeline body failed: {doc['error']}")
+    return f"pipeline {doc['pipeline']}: " + "; ".join(parts) + why

@@ -1,7 +1,7 @@
 """``flow list | run | run-due | history`` — registered pipelines from the command line.
 
 Each command imports the user's module (``--module M``, as ``python -c "import M"``
-would from the current directory: the working directory goes first on ``sys.path``),
+would from the current directory, or ``--module path/to/m.py``; see :mod:`._loader`),
 then calls :mod:`ematix_flow.pipeline` and renders. Exit codes: OK when every target
 succeeded, RUN_FAILED otherwise, CONFIG_ERROR when the module cannot be imported or a
 connection is not configured.
@@ -20,9 +20,7 @@ processes), the target is recorded ``skipped`` ("already ran for slot …").
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +28,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ematix_flow._cli._loader import load_module
 from ematix_flow._cli._output import (
     FormatOption,
     OutputFormat,
     console,
+    print_error,
     print_json,
     print_listing,
 )
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ematix_flow._metrics import RunRecord
     from ematix_flow.pipeline import RunReport, ScheduledPipeline
 
-__all__ = ["history", "list_", "load_module", "run", "run_due"]
+__all__ = ["history", "list_", "load_module", "report_errors", "run", "run_due"]
 
 ModuleOption = Annotated[
     str,
@@ -107,23 +107,6 @@ def _timed_run(
     return report, RunRecord(report, started=started, finished=time.time())
 
 
-def load_module(name: str) -> None:
-    """Import ``name`` like ``python -c "import name"`` run from the working directory."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path[:1]:
-        sys.path.insert(0, cwd)
-    try:
-        importlib.import_module(name)
-    except ConfigurationError:
-        raise
-    except Exception as exc:
-        raise ConfigurationError(
-            f"cannot import module {name!r} (looked in {cwd} and on sys.path): "
-            f"{type(exc).__name__}: {exc}. Run flow from the folder holding {name}.py, or "
-            "make the module importable."
-        ) from exc
-
-
 def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
     """List the pipelines a module registers: schedule, targets, connections."""
     from ematix_flow import pipeline
@@ -160,13 +143,26 @@ def _render_report(report: RunReport) -> None:
                 f"inserted {r.rows_inserted}  updated {r.rows_updated}  deleted "
                 f"{r.rows_deleted}  unchanged {r.rows_unchanged}{expired}  {r.duration_s:.2f}s"
             )
+        elif r.status == "failed":
+            line += Text("failed")
         else:
             line += Text(f"{r.status}: {r.error or ''}")
         out.print(line)
-    if report.error:
-        out.print(Text("✗ ", style="red") + Text(report.error))
     if not report.results and not report.error:
         out.print(f"pipeline {report.pipeline} synced no target", markup=False)
+
+
+def report_errors(report: RunReport, *, skipped_fails: bool = False) -> None:
+    """Each failure of ``report`` as an ``error:`` line on stderr: the pipeline's own
+    error, then each failed target's (the stdout report marks those targets ✗), and with
+    ``skipped_fails`` (``flow run``: every target must run) each skipped target's."""
+    if report.error:
+        print_error(report.error)
+    for r in report.results:
+        if r.status == "failed":
+            print_error(r.error or f"pipeline {report.pipeline}: target {r.target} failed")
+        elif r.status == "skipped" and skipped_fails:
+            print_error(f"pipeline {report.pipeline}, target {r.target}: skipped: {r.error}")
 
 
 def _write_summary(report: RunReport) -> None:
@@ -226,6 +222,7 @@ def run(
         print_json(report.to_dict())
     else:
         _render_report(report)
+    report_errors(report, skipped_fails=True)
     if not report.ok:
         code = ExitCode.CONFIG_ERROR if report.configuration_failed else ExitCode.RUN_FAILED
         raise typer.Exit(int(code))
@@ -298,8 +295,7 @@ def run_due(
             ok = False
             config_error = config_error or isinstance(exc, ConfigurationError)
             items.append({"pipeline": entry.name, "due": None, "reason": str(exc), "report": None})
-            if output is OutputFormat.text:
-                out.print(Text(f"✗ {entry.name}: cannot tell when it last ran: {exc}"))
+            print_error(f"pipeline {entry.name}: cannot tell when it last ran: {exc}")
             continue
         item: dict[str, Any] = {"pipeline": entry.name, "due": is_due, "reason": reason}
         if output is OutputFormat.text:
@@ -317,12 +313,19 @@ def run_due(
             item["report"] = report.to_dict()
             if output is OutputFormat.text:
                 _render_report(report)
+            report_errors(report)
         else:
             item["report"] = None
         items.append(item)
     _export_metrics(records, metrics_file, pushgateway)
     if output is OutputFormat.json:
         print_json(items)
+    elif not items:
+        out.print(
+            f"No pipeline of module {module} has a schedule: nothing to run. Give one a "
+            'schedule, e.g. @ematix.pipeline(..., schedule="0 * * * *").',
+            markup=False,
+        )
     if not ok:
         raise typer.Exit(int(ExitCode.CONFIG_ERROR if config_error else ExitCode.RUN_FAILED))
 

@@ -22,7 +22,7 @@ from ematix_flow._cli._output import (
     print_listing,
 )
 from ematix_flow._cli._progress import LogFormat, LogFormatOption, RunDisplay
-from ematix_flow._cli.run import ModuleOption, load_module
+from ematix_flow._cli.run import ModuleOption, load_module, report_errors
 from ematix_flow._exitcodes import ExitCode
 
 __all__ = ["app", "backfill"]
@@ -216,11 +216,13 @@ def backfill(
                 elif t.status == "planned" and t.plan is not None:
                     data = [s for s in t.plan.steps if s.kind in ("copy", "data")]
                     detail = "planned: " + "; ".join(s.label for s in data)
+                elif t.status == "failed":
+                    detail = "failed"
                 else:
                     detail = f"{t.status}: {t.error or ''}"
                 out.print(f"{window}  {t.target}  {detail}", markup=False)
-            if r.error:
-                out.print(f"error: {r.error}", markup=False)
+    for r in reports:
+        report_errors(r, skipped_fails=True)
     if any(not r.ok for r in reports):
         code = (
             ExitCode.CONFIG_ERROR

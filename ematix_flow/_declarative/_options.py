@@ -52,10 +52,9 @@ def normalize_option(name: str, value: Any, *, where: str, columns: Iterable[str
     known = tuple(columns)
     if name == "mode":
         if value not in MODES:
-            raise DefinitionError(
-                f"{where}: mode={value!r} is not a mode; use one of "
-                f"{', '.join(repr(m) for m in MODES)}"
-            )
+            from ematix_flow._engine.options import unknown_mode
+
+            raise unknown_mode(where, value)
         return value
     if name == "handle_deletes":
         if value not in HANDLE_DELETES:

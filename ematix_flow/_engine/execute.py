@@ -466,6 +466,8 @@ def _run(
                         scols = describe(conn, plan.source_obj, options.table)
                 else:
                     scols = describe(describe_conn, plan.source_obj, options.table)
+            except SourceError as exc:  # the SQL itself, its line quoted at the error
+                raise SourceError(f"{where}: the source {plan.source} failed: {exc}") from exc
             except psycopg.Error as exc:
                 raise SourceError(
                     f"{where}: the source {plan.source} failed: {driver_message(exc)}"

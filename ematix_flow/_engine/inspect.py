@@ -14,12 +14,28 @@ from typing import Any
 import psycopg
 
 from ematix_flow._engine import state
+from ematix_flow._errors import SourceError
 from ematix_flow._tablespec import TableSpec
 
-__all__ = ["SourceColumn", "TargetFacts", "describe_source", "inspect_target"]
+__all__ = [
+    "SourceColumn",
+    "TargetFacts",
+    "describe_source",
+    "inspect_target",
+    "source_error_message",
+]
 
 #: OIDs below this are built into PostgreSQL: identical in every database.
 FIRST_USER_OID = 16384
+#: The statement that describes a source: the user's SQL between these two. The newline
+#: before ")" keeps a trailing "-- comment" in the user's SQL from swallowing it; the
+#: head's length maps an error position back into the user's SQL.
+_DESCRIBE_HEAD = "SELECT * FROM (\n"
+_DESCRIBE_TAIL = "\n) AS q LIMIT 0"
+#: SQLSTATE classes of an error in the SQL itself (syntax, unknown names, privileges,
+#: data, unsupported features): a run would fail the same way. Any other error (a lost
+#: connection, a timeout) says nothing about the SQL.
+_SQL_ERROR_CLASSES = ("42", "22", "0A")
 
 
 @dataclass(frozen=True)
@@ -162,10 +178,21 @@ def _canonical_legacy(
 
 
 def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[SourceColumn, ...]:
-    """The columns of ``source_sql`` (names and types), without reading any row."""
+    """The columns of ``source_sql`` (names and types), without reading any row.
+
+    An error in the SQL itself raises :class:`SourceError` with the driver's message
+    and the user's line quoted at the error (:func:`source_error_message`); other
+    driver errors propagate as they are."""
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        # No parameters: a "%" in the user's SQL stays a "%".
-        cur.execute(f"SELECT * FROM (\n{source_sql}\n) AS q LIMIT 0")
+        try:
+            # No parameters: a "%" in the user's SQL stays a "%".
+            cur.execute(_DESCRIBE_HEAD + source_sql + _DESCRIBE_TAIL)
+        except psycopg.Error as exc:
+            if (exc.sqlstate or "")[:2] not in _SQL_ERROR_CLASSES:
+                raise
+            raise SourceError(
+                source_error_message(exc, source_sql, offset=len(_DESCRIBE_HEAD))
+            ) from exc
         desc = cur.description or []
         result = cur.pgresult
         oids = [d.type_code for d in desc]
@@ -181,6 +208,39 @@ def describe_source(conn: psycopg.Connection[Any], source_sql: str) -> tuple[Sou
     return tuple(
         SourceColumn(d.name, d.type_code, t or "text") for d, t in zip(desc, types, strict=True)
     )
+
+
+def source_error_message(exc: psycopg.Error, source_sql: str, *, offset: int) -> str:
+    """The driver's message for an error in ``source_sql``, which the failed statement
+    held after ``offset`` characters of our own SQL, with the line of ``source_sql`` at
+    the error position quoted and marked with a caret, as psql shows it::
+
+        syntax error at end of input
+        LINE 3: WHERE
+                     ^
+
+    A position past the end of ``source_sql`` (a syntax error "at or near" the wrapper's
+    closing parenthesis) is the end of the user's SQL: "at end of input", as PostgreSQL
+    says for the query on its own.
+    """
+    diag = exc.diag
+    message = diag.message_primary or " ".join(str(exc).split())
+    notes = "".join(f" ({note})" for note in (diag.message_detail, diag.message_hint) if note)
+    position = diag.statement_position
+    at = int(position) - 1 - offset if position else -1
+    if at < 0:
+        return message + notes
+    if at >= len(source_sql):
+        at = len(source_sql)
+        if message.startswith("syntax error at or near"):
+            message = "syntax error at end of input"
+    start = source_sql.rfind("\n", 0, at) + 1
+    end = source_sql.find("\n", at)
+    line = source_sql[start : end if end != -1 else len(source_sql)]
+    number = source_sql.count("\n", 0, at) + 1
+    label = f"LINE {number}: "
+    pad = "".join(c if c == "\t" else " " for c in line[: at - start])
+    return f"{message}{notes}\n{label}{line}\n{' ' * len(label)}{pad}^"
 
 
 def describe(

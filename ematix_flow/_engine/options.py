@@ -18,12 +18,30 @@ from ematix_flow._errors import DefinitionError
 from ematix_flow._session import Timeouts, resolve_timeouts, timeout_seconds
 from ematix_flow._tablespec import TableSpec
 
-__all__ = ["DELETES", "MODES", "PATHS", "TargetOptions"]
+__all__ = ["DELETES", "MODES", "PATHS", "TargetOptions", "unknown_mode"]
 
 Mode = Literal["append", "merge", "scd1", "scd2"]
 MODES: tuple[str, ...] = ("append", "merge", "scd1", "scd2")
+#: What other tools call our modes.
+_MODE_SYNONYMS = {"upsert": "merge", "insert": "append"}
 PATHS: tuple[str, ...] = ("same_db", "cross_db")
 DELETES: tuple[str | None, ...] = (None, "soft", "hard")
+
+
+def unknown_mode(where: str, value: object) -> DefinitionError:
+    """The error for ``mode=value`` that is no mode, with the closest mode suggested
+    (``"SCD2"``, ``"scd-2"``, ``"merg"``, ``"upsert"``)."""
+    import difflib
+    import re
+
+    message = f"{where}: mode={value!r} is not a mode; use one of {', '.join(map(repr, MODES))}"
+    if isinstance(value, str):
+        key = re.sub(r"[^a-z0-9]", "", value.lower())
+        close = difflib.get_close_matches(key, MODES, n=1, cutoff=0.6)
+        guess = key if key in MODES else _MODE_SYNONYMS.get(key) or next(iter(close), None)
+        if guess:
+            message += f". Did you mean mode={guess!r}?"
+    return DefinitionError(message)
 
 
 def _names(value: object, what: str, where: str) -> tuple[str, ...] | None:
@@ -71,9 +89,7 @@ class TargetOptions:
     def __post_init__(self) -> None:
         where = f"target {self.table.qualified_name}"
         if self.mode not in MODES:
-            raise DefinitionError(
-                f"{where}: mode={self.mode!r} is not a mode; use one of {', '.join(MODES)}"
-            )
+            raise unknown_mode(where, self.mode)
         for attr in ("keys", "compare_columns", "update_columns"):
             object.__setattr__(self, attr, _names(getattr(self, attr), f"{attr}=", where))
         declared = {c.name for c in self.table.declared_columns}

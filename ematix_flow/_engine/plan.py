@@ -102,13 +102,14 @@ class Decision:
 class Problem:
     """Something that stops the run; the executor raises ``error(message)``."""
 
-    kind: str  # drift | unique_constraint | source_column
+    kind: str  # drift | unique_constraint | source_column | source
     message: str
 
     def error(self) -> EmatixFlowError:
         cls = {
             "drift": DriftError,
             "source_column": SourceError,
+            "source": SourceError,
             "definition": DefinitionError,
         }.get(self.kind, SyncError)
         return cls(self.message)
@@ -257,6 +258,7 @@ def plan(
     scols: tuple[SourceColumn, ...] | None = None
     source_encoding: str | None = None
     unknown: list[str] = []
+    source_failed: str | None = None
     if inspect:
         from ematix_flow._engine.inspect import describe, inspect_target
 
@@ -282,9 +284,11 @@ def plan(
             with source_conn.open(autocommit=True, connect_timeout=connect_timeout) as conn:
                 scols = describe(conn, source, options.table)
                 source_encoding = conn.info.parameter_status("server_encoding")
+        except SourceError as exc:  # the source SQL itself is wrong: a run would fail
+            source_failed = str(exc)
         except EmatixFlowError as exc:
             unknown.append(f"source: {exc}")
-        except Exception as exc:  # the source SQL itself failed
+        except Exception as exc:  # not the SQL itself: e.g. the connection was lost
             import psycopg
 
             if not isinstance(exc, psycopg.Error):
@@ -292,7 +296,7 @@ def plan(
             unknown.append(f"source: {_driver_message(exc)}")
     else:
         unknown.append("databases not inspected")
-    return build_plan(
+    planned = build_plan(
         options,
         source,
         target_conn,
@@ -306,6 +310,11 @@ def plan(
         source_encoding=source_encoding,
         shared=shared,
     )
+    if source_failed is None:
+        return planned
+    where = f"Pipeline {pipeline}, target {options.table.qualified_name}"
+    failed = Problem("source", f"{where}: the source {planned.source} failed: {source_failed}")
+    return replace(planned, problems=(*planned.problems, failed))
 
 
 def _driver_message(exc: Exception) -> str:

@@ -7,7 +7,9 @@ reaches stdout or stderr, including the driver's failure messages.
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 
 from ematix_flow._cli.main import app
 from ematix_flow._exitcodes import ExitCode
+from tests.cli.test_main import FLOW_SCRIPT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -308,3 +311,67 @@ def test_set_stores_an_interpolated_dsn_as_written(monkeypatch: pytest.MonkeyPat
     code, out, _ = flow("connections", "list")
     assert code == ExitCode.OK
     assert "interp-host" in out
+
+
+# --------------------------------------------------------------------------- remove
+
+
+def test_remove_deletes_only_the_saved_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    user_file().parent.mkdir(parents=True)
+    user_file().write_text(
+        "# my connections\n"
+        "[connections.oltp]  # the app database\n"
+        'dsn = "postgresql://oltp-host/main"\n'
+        "\n"
+        "[connections.alt-warehouse]\n"
+        f'dsn = "{REFUSED_URL}"\n'
+    )
+    before = user_file().read_text()
+    # without a terminal to ask on, only --yes removes
+    code, out, err = flow("connections", "remove", "alt_warehouse")
+    assert code == ExitCode.USAGE and "pass --yes" in err and out == ""
+    assert user_file().read_text() == before
+
+    code, out, err = flow("connections", "remove", "alt_warehouse", "--yes")
+    assert code == ExitCode.OK and err == ""
+    assert out.startswith(
+        "Removed connection 'alt_warehouse' (postgresql://app:***@127.0.0.1:1/wh)"
+    )
+    assert user_file().read_text() == before.split("[connections.alt-warehouse]")[0]
+    assert stat.S_IMODE(user_file().stat().st_mode) == 0o600
+
+    code, out, err = flow("connections", "remove", "alt_warehouse", "--yes")
+    assert code == ExitCode.CONFIG_ERROR and out == ""
+    assert err.startswith("error: no connection named 'alt_warehouse' is saved in")
+
+    # configured elsewhere: left alone, and the message says where
+    monkeypatch.setenv("EMATIX_FLOW_DSN_OLTP", "postgresql://env-host/main")
+    Path(".ematix-flow.toml").write_text('[connections.project-db]\ndsn = "postgresql://h/p"\n')
+    code, out, _ = flow("connections", "remove", "oltp", "--yes")
+    assert code == ExitCode.OK
+    assert "env EMATIX_FLOW_DSN_OLTP still configures 'oltp'" in out
+    assert "unset EMATIX_FLOW_DSN_OLTP" in out
+    code, _, err = flow("connections", "remove", "project-db", "--yes")
+    assert code == ExitCode.CONFIG_ERROR
+    assert "is configured by ./.ematix-flow.toml" in err
+    assert "delete [connections.project-db] from ./.ematix-flow.toml" in err
+
+
+def test_remove_asks_first_on_a_terminal() -> None:
+    flow("connections", "set", f"scratch={REFUSED_URL}")
+    terminal, stdin = os.openpty()
+    with subprocess.Popen(
+        [str(FLOW_SCRIPT), "connections", "remove", "scratch"],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        os.close(stdin)
+        os.write(terminal, b"y\n")
+        out, err = proc.communicate(timeout=60)
+    os.close(terminal)
+    assert proc.returncode == ExitCode.OK, err
+    assert out.startswith("Remove connection 'scratch' (postgresql://app:***@127.0.0.1:1/wh) from")
+    assert "connections.toml? [y/N]: Removed connection 'scratch'" in out
+    assert PASSWORD not in out + err and "scratch" not in user_file().read_text()

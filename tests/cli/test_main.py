@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,73 @@ def run_flow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def run_flows(
+    *commands: Sequence[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdout_closed: bool = False,
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several ``flow`` commands side by side (each a process, as a person runs
+    it, stdin not a terminal), in ``cwd`` with ``env`` (default: this process's);
+    their results in the order given. ``stdout_closed``: stdout is a pipe whose reader
+    is already gone (``flow … | head`` once head has exited)."""
+    stdout: int = subprocess.PIPE
+    if stdout_closed:
+        reader, stdout = os.pipe()
+        os.close(reader)
+    procs = [
+        subprocess.Popen(
+            [str(FLOW_SCRIPT), *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=cwd,
+            env=env,
+        )
+        for args in commands
+    ]
+    if stdout_closed:
+        os.close(stdout)
+    results = []
+    for args, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess([*args], proc.returncode, out, err))
+    return results
+
+
+def test_a_closed_stdout_ends_the_output_quietly_with_the_commands_exit_code() -> None:
+    """``flow … | head``: once the reader is gone, no traceback and no exit code of its
+    own (click's 1, SIGPIPE's 141); the command's own code stays."""
+    Path("pipes.py").write_text(
+        "from ematix_flow import pipeline\n"
+        "from ematix_flow.source import Source\n"
+        "from ematix_flow.table import ManagedTable\n"
+        "from ematix_flow.types import BigInt, Column\n\n\n"
+        "class T(ManagedTable):\n"
+        "    __schema__ = 'wh'\n"
+        "    __tablename__ = 't'\n"
+        "    id = Column(BigInt(), nullable=False, primary_key=True)\n\n\n"
+        "@pipeline.register(name='p', schedule='0 * * * *')\n"
+        "def p():\n"
+        "    pipeline.sync(target=T, source=Source.postgres_query('nowhere', 'SELECT 1 AS id'),\n"
+        "                  target_connection='nowhere', mode='merge')\n"
+    )
+    commands = {
+        ("--help",): ExitCode.OK,
+        ("--version",): ExitCode.OK,
+        ("list", "--module", "pipes"): ExitCode.OK,
+        ("list", "--module", "pipes", "--format", "json"): ExitCode.OK,
+        ("connections", "list"): ExitCode.OK,
+        ("run", "p", "--module", "pipes"): ExitCode.CONFIG_ERROR,
+    }
+    results = run_flows(*commands, stdout_closed=True)
+    for (args, code), result in zip(commands.items(), results, strict=True):
+        assert result.returncode == code, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+        assert "Broken pipe" not in result.stderr, (args, result.stderr)
 
 
 def test_console_script_help_lists_the_commands() -> None:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from ematix_flow import pipeline
 from ematix_flow._cli.main import app
 from ematix_flow._exitcodes import ExitCode
+from tests.cli.test_main import run_flows
 
 pytestmark = pytest.mark.db
 
@@ -115,7 +116,8 @@ def test_failed_run_exits_run_failed(project: Any) -> None:
         c.execute("DROP TABLE people")
     result = flow("run", project.name, "--module", project.module)
     assert result.exit_code == ExitCode.RUN_FAILED
-    assert 'relation "people" does not exist' in result.stdout
+    assert result.stdout.startswith("✗ wh.cust  merge  cross_db  failed")
+    assert 'relation "people" does not exist' in result.stderr
     assert wh_rows(project.dbs, "SELECT status FROM ematix_flow.run_history") == [("failed",)]
 
 
@@ -177,3 +179,17 @@ def test_flow_run_in_a_subprocess_imports_the_module_from_cwd(project: Any, tmp_
     assert "inserted 2" in done.stdout
     assert summary.exists() and project.name in summary.read_text()
     assert wh_rows(project.dbs, "SELECT id, name FROM wh.cust ORDER BY id") == [(1, "a"), (2, "b")]
+
+
+def test_run_due_says_when_nothing_is_scheduled() -> None:
+    Path("unscheduled.py").write_text(
+        "from ematix_flow import pipeline\n\n\n"
+        "@pipeline.register(name='by_hand')\n"
+        "def by_hand():\n"
+        "    pass\n"
+    )
+    (result,) = run_flows(("run-due", "--module", "unscheduled"))
+    assert (result.returncode, result.stderr) == (ExitCode.OK, "")
+    assert result.stdout.startswith(
+        "No pipeline of module unscheduled has a schedule: nothing to run."
+    )

@@ -427,6 +427,11 @@ def test_imperative_and_decorated_together_are_refused() -> None:
     ("options", "message"),
     [
         ({"mode": "upsert"}, "@ematix.table on T: mode='upsert' is not a mode; use one of"),
+        (
+            {"mode": "SCD2"},
+            "@ematix.table on T: mode='SCD2' is not a mode; use one of 'append', 'merge', "
+            "'scd1', 'scd2'. Did you mean mode='scd2'?",
+        ),
         ({"colour": "red"}, "@ematix.table on T: unknown option colour=; the options are"),
         ({"keys": ("nope",)}, "keys= names 'nope', which is not a column of the target"),
         ({"keys": 5}, "keys= must be a tuple of column names"),

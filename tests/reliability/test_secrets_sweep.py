@@ -209,6 +209,8 @@ def test_no_password_in_any_output_history_summary_status_or_event(
     saved = (Path(os.environ["HOME"]) / ".ematix-flow" / "connections.toml").read_text()
     assert quote(ODD, safe="") in saved  # stored where the user asked, and only there
     assert _leaks(saved), "the leak detector must see the password where it is stored"
+    sweep.flow("connections", "remove", "saved", codes=(2,))  # no terminal: asks for --yes
+    sweep.flow("connections", "remove", "saved", "--yes")
 
     with psycopg.connect(project.warehouse_url, autocommit=True) as conn:
         rows = conn.execute("SELECT row_to_json(h)::text FROM ematix_flow.run_history h")
