@@ -120,9 +120,9 @@ def test_dry_run_prints_the_rows_each_statement_would_affect(
     text = str(customer_sync.dry_run())
     assert "dry run (rolled back)" in text
     assert "rows: inserted 2, updated 0, deleted 0, unchanged 0" in text
-    assert "merge: upsert changed rows [data]   → rows: inserted 2, updated 0, source_rows 2" in (
-        text
-    )
+    # the table is new: the rows go straight in, and its key is built after them
+    assert "load: insert into the empty target [load]   → rows: inserted 2, source_rows 2" in (text)
+    assert "4. build the primary key and unique constraints [load]\n" in text
     # Rolled back: the target table was never created.
     with dbs.connect("warehouse") as c:
         found = c.execute("SELECT to_regclass('warehouse.customer_dim')").fetchone()
