@@ -159,8 +159,15 @@ class Connection:
             text += f":{self.port}"
         return text + f"/{self.dbname or self.user or ''}"
 
-    def describe(self) -> str:
-        """``name → user@host:port/dbname`` — the form preview and the CLI print."""
+    def describe(self, *, short: bool = False) -> str:
+        """``name → user@host:port/dbname`` — the form preview and the CLI print.
+
+        ``short=True``: ``name, database dbname``, for a sentence that names two
+        connections (where they point is shown on their own lines; a unix-socket
+        directory printed twice only hides the difference)."""
+        if short:
+            name = self.name or EXPLICIT_URL_ORIGIN
+            return f"{name}, database {self.dbname or self.user or '(the user name)'}"
         return f"{self.name or EXPLICIT_URL_ORIGIN} → {self.target}"
 
     def same_database_as(self, other: Connection) -> bool:

@@ -199,9 +199,9 @@ class Plan:
         }
 
 
-def _describe(conn: Any) -> str:
+def _describe(conn: Any, *, short: bool = False) -> str:
     try:
-        return str(conn.describe())
+        return str(conn.describe(short=True) if short else conn.describe())
     except Exception:  # pragma: no cover - a foreign object
         return repr(conn)
 
@@ -209,7 +209,7 @@ def _describe(conn: Any) -> str:
 def _path(options: TargetOptions, source_conn: Any, target_conn: Any) -> tuple[str, str]:
     if options.force_path:
         return options.force_path, f"forced by force_path={options.force_path!r}"
-    s, t = _describe(source_conn), _describe(target_conn)
+    s, t = _describe(source_conn, short=True), _describe(target_conn, short=True)
     differs = source_conn.same_session_as(target_conn)
     if differs is None:
         return "same_db", (

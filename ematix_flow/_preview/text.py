@@ -63,13 +63,18 @@ def _keys_text(target: dict[str, Any]) -> str:
     return "(" + ", ".join(keys["columns"]) + ")"
 
 
+def _n(value: Any) -> str:
+    """A count as people read it (``1,000,000``); anything else as it is."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _rows_text(rows: dict[str, Any]) -> str:
     text = (
-        f"inserted={rows['inserted']} updated={rows['updated']} deleted={rows['deleted']} "
-        f"unchanged={rows['unchanged']}"
+        f"inserted={_n(rows['inserted'])} updated={_n(rows['updated'])} "
+        f"deleted={_n(rows['deleted'])} unchanged={_n(rows['unchanged'])}"
     )
     if rows.get("expired"):
-        text += f" expired={rows['expired']}"
+        text += f" expired={_n(rows['expired'])}"
     return text
 
 
@@ -285,5 +290,5 @@ def _step_rows(rows: Any) -> str:
     if rows is None:
         return "—"
     if isinstance(rows, dict):
-        return " ".join(f"{k}={v}" for k, v in rows.items())
-    return str(rows)
+        return " ".join(f"{k}={_n(v)}" for k, v in rows.items())
+    return _n(rows)

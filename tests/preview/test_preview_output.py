@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 from preview_helpers import FLOW, flow, flow_process
 from preview_module import MODULE, change_sources, setup_sources
+from psycopg.conninfo import conninfo_to_dict
 
 from ematix_flow._exitcodes import ExitCode
 from ematix_flow._preview import schema
@@ -120,7 +121,11 @@ def test_verbose_preview_explains_every_decision(project: Any) -> None:
     # connections: name → host/db/user and where configured
     assert "warehouse → host " in out and "configured in env EMATIX_FLOW_DSN_WAREHOUSE" in out
     assert "oltp → host " in out and "configured in env EMATIX_FLOW_DSN_OLTP" in out
-    assert "cross_db  source (oltp → " in out and "different databases" in out
+    assert "cross_db  source (oltp, database " in out and "different databases" in out
+    # The path line names the connections briefly; where they point is on their lines.
+    path_line = next(line for line in out.splitlines() if line.startswith("  path "))
+    host = conninfo_to_dict(os.environ["EMATIX_FLOW_DSN_WAREHOUSE"]).get("host") or "localhost"
+    assert host not in path_line and "→" not in path_line
     assert "merge keys          (customer_id)  [from pk()]" in out
     assert "compare columns     (email, name, updated_at)  [default:" in out
     assert "deletes             hard  keys absent from the snapshot are deleted" in out
@@ -254,8 +259,9 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(project: Any) -> None
     code, tty = _on_a_terminal(args, env)
     assert code == 0
     assert ANSI in tty and "\x1b[2m" in tty  # framework columns dim
+    # --no-color is the root's option: flow --no-color preview …
     for extra, extra_env in ((["--no-color"], {}), ([], {"NO_COLOR": "1"})):
-        code, tty = _on_a_terminal(args + extra, {**env, **extra_env})
+        code, tty = _on_a_terminal(extra + args, {**env, **extra_env})
         assert code == 0 and "framework" in tty
         assert ANSI not in tty, (extra, extra_env)
 
