@@ -43,6 +43,7 @@ from typing import Any
 
 from ematix_flow._engine import TargetOptions, TargetResult, execute, plan
 from ematix_flow._engine.execute import record_failure
+from ematix_flow._engine.state import run_scope
 from ematix_flow._engine.steer import Steer
 from ematix_flow._errors import (
     ConfigurationError,
@@ -239,6 +240,10 @@ def _explain(report: RunReport, *, verbose: bool) -> str:
     return redact_dsn("\n".join(lines))
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
 def _target_lines(result: TargetResult, *, verbose: bool, dry: bool) -> list[str]:
     plan_ = result.plan.to_dict() if result.plan is not None else None
     keys = "(" + ", ".join(plan_["keys"]) + ")" if plan_ and plan_["keys"] else "—"
@@ -252,8 +257,8 @@ def _target_lines(result: TargetResult, *, verbose: bool, dry: bool) -> list[str
         lines.append(f"    error{where}: {result.error}")
     if result.status == "succeeded":
         lines.append(
-            f"    rows: inserted {result.rows_inserted}, updated {result.rows_updated}, "
-            f"deleted {result.rows_deleted}, unchanged {result.rows_unchanged}"
+            f"    rows: inserted {result.rows_inserted:,}, updated {result.rows_updated:,}, "
+            f"deleted {result.rows_deleted:,}, unchanged {result.rows_unchanged:,}"
         )
     if not verbose or plan_ is None:
         return lines
@@ -286,8 +291,8 @@ def _target_lines(result: TargetResult, *, verbose: bool, dry: bool) -> list[str
         rows = rows_by_label.get(label)
         if dry and rows is not None:
             if isinstance(rows, dict):
-                rows = ", ".join(f"{k} {v}" for k, v in rows.items())
-            affected = f"   → rows: {rows}"
+                rows = ", ".join(f"{k} {_count(v)}" for k, v in rows.items())
+            affected = f"   → rows: {_count(rows)}"
         lines.append(f"      {i}. {label} [{step['kind']}]{affected}")
         if step["note"]:
             lines.append(f"         -- {step['note']}")
@@ -620,11 +625,14 @@ class ScheduledPipeline:
     targets: tuple[TargetInfo, ...] = ()
     connections: tuple[str, ...] = ()
     continue_on_failure: bool = False
+    #: IANA zone whose wall clock the schedule is read on (``None``: UTC).
+    timezone: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "schedule": self.schedule,
+            "timezone": self.timezone,
             "module": self.module,
             "function": self.qualname,
             "targets": [t.to_dict() for t in self.targets],
@@ -682,13 +690,18 @@ def register(
     targets: Sequence[Any] = (),
     connections: Sequence[str] = (),
     continue_on_failure: bool = False,
+    timezone: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as pipeline ``name`` (validated now, run later).
 
+    ``schedule`` is read on the wall clock of ``timezone`` (an IANA name such as
+    ``"Europe/Paris"``; UTC when not given), by ``flow run-due`` and by the CronJob
+    ``flow export-k8s`` writes.
+
     Example::
 
-        @pipeline.register(name="customer_sync", schedule="0 * * * *",
-                           connections=("warehouse",))
+        @pipeline.register(name="customer_sync", schedule="0 6 * * *",
+                           timezone="Europe/Paris", connections=("warehouse",))
         def customer_sync():
             return pipeline.sync(...)
     """
@@ -697,6 +710,15 @@ def register(
     where = f"pipeline {name}"
     if schedule is not None:
         validate_schedule(schedule, where)
+    if timezone is not None:
+        from ematix_flow._schedule import validate_timezone
+
+        validate_timezone(timezone, where)
+        if schedule is None:
+            raise DefinitionError(
+                f"{where}: timezone={timezone!r} is the zone of a schedule, and there is "
+                'no schedule=; add one (e.g. schedule="0 6 * * *") or leave timezone= out'
+            )
     infos = tuple(_target_info(t, where) for t in targets)
     if isinstance(connections, str):
         connections = (connections,)
@@ -717,6 +739,7 @@ def register(
             targets=infos,
             connections=conns,
             continue_on_failure=bool(continue_on_failure),
+            timezone=timezone,
         )
         old = _REGISTRY.get(name)
         if old is not None and (old.module, old.qualname) != (entry.module, entry.qualname):
@@ -768,7 +791,7 @@ def _invoke(
     token = _progress.set(progress)
     steered = _steer.set(steer)
     try:
-        with _running(report):
+        with _running(report), run_scope():
             _call(entry, report)
     finally:
         _steer.reset(steered)
@@ -1002,20 +1025,21 @@ def reset_state(
             )
         return out
     out = []
-    for info in infos:
-        conn = _target_connection(entry, info)
-        with conn.open(autocommit=True, connect_timeout=10) as pg:
-            before, after, column = st.reset_watermark(
-                pg,
-                st.state_schema(),
-                pipeline=entry.name,
-                target=info.table,
-                mode=info.mode,
-                column=info.incremental_column,
-                column_type=info.incremental_type,
-                to=to,
-            )
-        out.append(StateAction(info.table, column, before, after, executed=True))
+    with run_scope():  # one reset of several targets is one entry of the history
+        for info in infos:
+            conn = _target_connection(entry, info)
+            with conn.open(autocommit=True, connect_timeout=10) as pg:
+                before, after, column = st.reset_watermark(
+                    pg,
+                    st.state_schema(),
+                    pipeline=entry.name,
+                    target=info.table,
+                    mode=info.mode,
+                    column=info.incremental_column,
+                    column_type=info.incremental_type,
+                    to=to,
+                )
+            out.append(StateAction(info.table, column, before, after, executed=True))
     return out
 
 

@@ -8,6 +8,9 @@ colour, machine-readable output and error reporting behave the same everywhere:
 - :data:`FormatOption` is the ``--format text|json`` option; :func:`print_json` writes
   the machine form (stable keys, no colour, one document on stdout); :func:`print_listing`
   writes a command's list of items either way (a table for people).
+- :func:`count` and :func:`utc` are the one form of a number and of a time in human
+  output: ``1,000,000``, and ``2026-05-20 10:00:00`` in UTC under a header or next to
+  a word that says UTC (``--format json`` keeps plain numbers and ISO 8601 times).
 - :func:`report_error` / :func:`exit_code_for` are the single place where an
   :class:`EmatixFlowError` becomes a clean one-message stderr line and an exit code from
   :mod:`ematix_flow._exitcodes`; ``main.py`` routes every command's errors through them.
@@ -27,6 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -43,6 +47,7 @@ __all__ = [
     "OutputFormat",
     "color_disabled",
     "console",
+    "count",
     "exit_code_for",
     "fail",
     "print_error",
@@ -51,6 +56,8 @@ __all__ = [
     "quiet_when_stdout_closes",
     "report_error",
     "set_no_color",
+    "utc",
+    "word_widths",
 ]
 
 # Set from the global --no-color option by main.py's callback, once per invocation.
@@ -85,7 +92,9 @@ def color_disabled() -> bool:
 
 def console(*, stderr: bool = False, file: IO[str] | None = None) -> Console:
     """A rich Console on stdout (or stderr, or ``file``): colour only when it is a
-    terminal and colour is not disabled; plain and wide when writing to a pipe or file."""
+    terminal and colour is not disabled; plain and wide when writing to a pipe or file
+    (``COLUMNS``, when set, gives the width there too: tables fold long names in their
+    column to fit, they never cut them)."""
     from rich.console import Console
 
     stream = file if file is not None else sys.stderr if stderr else sys.stdout
@@ -95,9 +104,22 @@ def console(*, stderr: bool = False, file: IO[str] | None = None) -> Console:
         no_color=color_disabled(),
         color_system="auto" if is_tty and not color_disabled() else None,
         highlight=False,
-        width=None if is_tty else _PIPE_WIDTH,
+        width=None if is_tty or os.environ.get("COLUMNS", "").isdigit() else _PIPE_WIDTH,
         soft_wrap=not is_tty,
     )
+
+
+def count(value: int | None) -> str:
+    """A row count for people: ``1,000,000``; empty for ``None`` (nothing recorded)."""
+    return "" if value is None else f"{value:,}"
+
+
+def utc(value: datetime | None, *, seconds: bool = True) -> str:
+    """An instant for people, in UTC: ``2026-05-20 10:00:00`` (``—`` for ``None``).
+    The column header or the text around it says "UTC"."""
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def print_json(data: Any) -> None:
@@ -117,10 +139,15 @@ def print_listing(
     columns: Sequence[str],
     row: Callable[[T], Sequence[Any]],
     empty: str,
+    wrap: Sequence[str] = (),
 ) -> None:
     """A command's list of ``items``: with ``--format json`` one JSON array (each item
     through ``to_json``); otherwise a table of ``columns``, one ``row`` per item, or the
-    ``empty`` message when there is no item."""
+    ``empty`` message when there is no item.
+
+    On a narrow terminal cells wrap, never are they cut: the other columns wrap between
+    words only (a time, a count or a status stays whole), the ``wrap`` columns (long
+    names, errors) fold anywhere to fit what is left."""
     if output is OutputFormat.json:
         print_json([to_json(item) for item in items])
         return
@@ -131,10 +158,12 @@ def print_listing(
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
+    cells = [list(row(item)) for item in items]
+    widths = word_widths(columns, cells, wrap, out.width - 2 * (len(columns) - 1))
     for column in columns:
-        table.add_column(column, overflow="fold")
-    for item in items:
-        table.add_row(*row(item))
+        table.add_column(column, overflow="fold", min_width=widths[column])
+    for values in cells:
+        table.add_row(*values)
     out.print(table)
 
 
@@ -178,6 +207,30 @@ def quiet_when_stdout_closes() -> None:
     see :class:`_QuietWhenClosed`."""
     if not isinstance(sys.stdout, _QuietWhenClosed):
         sys.stdout = _QuietWhenClosed(sys.stdout)  # type: ignore[assignment]
+
+
+def word_widths(
+    columns: Sequence[str], cells: Sequence[Sequence[Any]], wrap: Sequence[str], room: int
+) -> dict[str, int | None]:
+    """The ``min_width`` of each column of a table whose text is ``room`` wide: the
+    longest word of its cells (a time, a count, a status is never broken), except for
+    the ``wrap`` columns (long names, errors), which fold anywhere to fit what is left;
+    ``None`` for all when there is no ``wrap`` column or the words alone do not fit
+    (the table then folds evenly)."""
+    if not wrap:
+        return dict.fromkeys(columns)
+    texts = [[str(getattr(cell, "plain", cell)) for cell in row] for row in cells]
+    words = {
+        column: max(
+            len(word)
+            for text in (column, *(row[i] for row in texts if i < len(row)))
+            for word in text.split() or [""]
+        )
+        for i, column in enumerate(columns)
+    }
+    kept = [c for c in columns if c not in wrap]
+    fits = sum(words[c] for c in kept) + 8 * len(wrap) <= room
+    return {c: words[c] if fits and c in kept else None for c in columns}
 
 
 def exit_code_for(exc: EmatixFlowError) -> ExitCode:

@@ -25,7 +25,8 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="connections",
-    help="List, check, set and remove named database connections.",
+    help="List, check, set and remove named database connections."
+    "\n\nExample: flow connections check",
     no_args_is_help=True,
 )
 
@@ -38,7 +39,10 @@ _HOW_TO_CONFIGURE = (
 
 @app.command("list")
 def list_(output: FormatOption = OutputFormat.text) -> None:
-    """Show each configured connection: origin, host, port, database, user (no password)."""
+    """Show each configured connection: origin, host, port, database, user (no password).
+
+    Example: flow connections list --format json
+    """
     from ematix_flow.config import ConfiguredConnection, configured_connections
 
     def row(e: ConfiguredConnection) -> tuple[str, ...]:
@@ -73,7 +77,10 @@ def check(
     ] = 5,
     output: FormatOption = OutputFormat.text,
 ) -> None:
-    """Connect to each connection (or NAME): OK or FAILED with the reason; exit 1 if any failed."""
+    """Connect to each connection (or NAME): OK or FAILED with the reason; exit 1 if any failed.
+
+    Example: flow connections check warehouse --timeout 10
+    """
     from ematix_flow.config import ConfiguredConnection, configured_connections, connect
 
     if name is not None:
@@ -127,7 +134,10 @@ def set_(
         ),
     ],
 ) -> None:
-    """Save NAME=DSN in ~/.ematix-flow/connections.toml (mode 0600; other entries are kept)."""
+    """Save NAME=DSN in ~/.ematix-flow/connections.toml (mode 0600; other entries are kept).
+
+    Example: flow connections set warehouse=postgresql://etl:secret@db.internal:5432/wh
+    """
     from ematix_flow.config import connect, overriding_sources, save_user_connection
 
     name, sep, dsn = assignment.partition("=")

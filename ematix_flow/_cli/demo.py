@@ -51,7 +51,10 @@ def demo(
         ),
     ] = 40_000,
 ) -> None:
-    """Run the demo: embedded PostgreSQL, example pipelines, two runs, SCD2 history."""
+    """Run the demo: embedded PostgreSQL, example pipelines, two runs, SCD2 history.
+
+    Example: flow demo --keep
+    """
     from ematix_flow._demo.orchestrate import demo_home
 
     out = console()
@@ -213,37 +216,31 @@ def _targets(results: list[Any]) -> list[tuple[str, str]]:
 def _render_run(out: Console, name: str, report: Any, seconds: float) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{name} ({seconds:.1f} s)", title_justify="left", box=None)
-    for header in (
-        "target",
-        "mode",
-        "path",
-        "status",
-        "inserted",
-        "updated",
-        "deleted",
-        "unchanged",
-        "seconds",
-    ):
-        justify = (
-            "right"
-            if header in ("inserted", "updated", "deleted", "unchanged", "seconds")
-            else "left"
-        )
-        table.add_column(header, justify=justify)
-    for r in report.results:
-        status = "[green]ok[/]" if r.ok else f"[red]{r.status}[/]"
-        table.add_row(
+    from ematix_flow._cli._output import count, word_widths
+
+    # No path column: the preview above shows it, and 80 columns keep counts whole.
+    headers = ("target", "mode", "status", "inserted", "updated", "deleted", "unchanged", "seconds")
+    plain = [
+        (
             r.target,
             r.mode,
-            r.path or "—",
-            status,
-            f"{r.rows_inserted:,}",
-            f"{r.rows_updated:,}",
-            f"{r.rows_deleted:,}",
-            f"{r.rows_unchanged:,}",
+            "ok" if r.ok else r.status,
+            count(r.rows_inserted),
+            count(r.rows_updated),
+            count(r.rows_deleted),
+            count(r.rows_unchanged),
             f"{r.duration_s:.2f}",
         )
+        for r in report.results
+    ]
+    cells = [(t, m, f"[green]{s}[/]" if s == "ok" else f"[red]{s}[/]", *n) for t, m, s, *n in plain]
+    widths = word_widths(headers, plain, ("target",), out.width - 2 * len(headers))
+    table = Table(title=f"{name} ({seconds:.1f} s)", title_justify="left", box=None)
+    for header in headers:
+        justify = "left" if header in ("target", "mode", "status") else "right"
+        table.add_column(header, justify=justify, overflow="fold", min_width=widths[header])
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -261,10 +258,10 @@ def _render_counts(out: Console, counts: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(title="Rows per target", title_justify="left")
-    table.add_column("target")
-    table.add_column("mode")
-    table.add_column("rows", justify="right")
-    table.add_column("current versions", justify="right")
+    table.add_column("target", overflow="fold")
+    table.add_column("mode", overflow="fold")
+    table.add_column("rows", justify="right", overflow="fold")
+    table.add_column("current versions", justify="right", overflow="fold")
     for c in counts:
         table.add_row(
             c.table, c.mode, f"{c.rows:,}", "—" if c.current is None else f"{c.current:,}"
@@ -276,7 +273,7 @@ def _render_user_history(out: Console, user: int, rows: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"SCD2 history of user {user} in features.user_purchase_features_v1",
+        title=f"SCD2 history of user {user} in features.user_purchase_features_v1 (times in UTC)",
         title_justify="left",
     )
     for header in (
@@ -288,7 +285,11 @@ def _render_user_history(out: Console, user: int, rows: list[Any]) -> None:
         "valid_to",
         "current",
     ):
-        table.add_column(header, justify="right" if header in ("total_spend", "orders") else "left")
+        table.add_column(
+            header,
+            justify="right" if header in ("total_spend", "orders") else "left",
+            overflow="fold",
+        )
     for r in rows:
         table.add_row(
             str(r.period_start),

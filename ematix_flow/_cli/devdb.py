@@ -30,17 +30,14 @@ __all__ = ["app", "check_registrable", "default_data_dir", "register_connection"
 
 app = typer.Typer(
     name="dev-db",
-    help="An embedded PostgreSQL for local development, registered as a named connection.",
+    help="An embedded PostgreSQL for local development, registered as a named connection."
+    "\n\nExample: flow dev-db start",
     no_args_is_help=True,
 )
 
 NameOption = Annotated[
     str,
-    typer.Option(
-        "--name",
-        "-n",
-        help="Connection name it is registered under in ./.ematix-flow.toml.",
-    ),
+    typer.Option("--name", help="Connection name it is registered under in ./.ematix-flow.toml."),
 ]
 DatabaseOption = Annotated[
     list[str] | None,
@@ -193,7 +190,10 @@ def start(
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Start the server (or find it running), create its databases (default: warehouse
-    and oltp) and register them, and the server as NAME, as connections."""
+    and oltp) and register them, and the server as NAME, as connections.
+
+    Example: flow dev-db start --database warehouse --database oltp
+    """
     from ematix_flow._embedded import EmbeddedVersionError, start_embedded
 
     path = _resolve(name, data_dir)
@@ -290,18 +290,21 @@ def stop(
     name: NameOption = "default",
     data_dir: DataDirOption = None,
 ) -> None:
-    """Stop the server; no process of it is left afterwards."""
+    """Stop the server; no process of it is left afterwards.
+
+    Example: flow dev-db stop --name warehouse
+    """
     from ematix_flow._embedded import stop_embedded
 
     path = _resolve(name, data_dir)
     out = console()
     with out.status(f"stopping PostgreSQL in {path}", spinner="dots"):
         stopped = stop_embedded(path)
-    what = f"dev-db [bold]{name}[/]" if data_dir is None else "the PostgreSQL"
+    what = f"dev-db [bold]{name}[/]" if data_dir is None else "The PostgreSQL server"
     if stopped:
-        out.print(f"{what} stopped ({path})")
+        out.print(f"{what} in {path} stopped")
     else:
-        out.print(f"{what} was not running ({path})")
+        out.print(f"{what} in {path} was not running")
 
 
 @app.command("status")
@@ -310,7 +313,10 @@ def status(
     data_dir: DataDirOption = None,
     output: FormatOption = OutputFormat.text,
 ) -> None:
-    """Say whether the server is running (exit code 0 running, 1 not running)."""
+    """Say whether the server is running (exit code 0 running, 1 not running).
+
+    Example: flow dev-db status --format json
+    """
     from ematix_flow._embedded import running_uri
 
     path = _resolve(name, data_dir)
@@ -339,7 +345,10 @@ def url(
     ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print the server's DSN alone (for psql "$(flow dev-db url --database warehouse)")."""
+    """Print the server's DSN alone (for psql "$(flow dev-db url --database warehouse)").
+
+    Example: psql "$(flow dev-db url --database warehouse)"
+    """
     from ematix_flow._cli._output import fail
     from ematix_flow._embedded import running_uri
 

@@ -22,6 +22,7 @@ import typer
 
 from ematix_flow._cli._loader import load_module
 from ematix_flow._cli._output import console, fail
+from ematix_flow._cli.run import ModuleOption
 from ematix_flow._exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -74,21 +75,14 @@ def _secrets_report(export: Export, *, stderr: bool) -> None:
 
 
 def export_k8s(
-    module: Annotated[
-        str,
-        typer.Option(
-            "--module", "-m", help="Python module whose pipelines to export (as for flow run)."
-        ),
-    ],
+    module: ModuleOption,
     image: Annotated[
         str,
         typer.Option(help="Container image of the pipeline pods (holds flow and the module)."),
     ],
     namespace: Annotated[
         str | None,
-        typer.Option(
-            "--namespace", "-n", help="Namespace written into each resource (default: none)."
-        ),
+        typer.Option("--namespace", help="Namespace written into each resource (default: none)."),
     ] = None,
     output: Annotated[
         str,
@@ -117,7 +111,10 @@ def export_k8s(
         ),
     ] = None,
 ) -> None:
-    """Write the scheduled pipelines of a module as EmatixPipeline resources."""
+    """Write the scheduled pipelines of a module as EmatixPipeline resources.
+
+    Example: flow export-k8s -m my_pipelines --image registry.example/pipes:1.4 -o k8s/
+    """
     from ematix_flow._k8s.export import export_pipelines, write_directory
 
     module, registered = _registered(module)

@@ -46,7 +46,16 @@ __all__ = ["app", "main"]
 
 class _FlowGroup(TyperGroup):
     """The root group: every subcommand runs inside its ``invoke``, so this is the one
-    place an :class:`EmatixFlowError` becomes a clean message and an exit code."""
+    place an :class:`EmatixFlowError` becomes a clean message and an exit code.
+
+    Built once per invocation with every command below it, it also gives each boolean
+    flag of the tree (``--help`` included) an empty metavar: a flag takes no value, so
+    its help shows none (typer would print ``<bool>``)."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        root = self.context_class(self, info_name="flow", **self.context_settings)
+        _flags_take_no_value(self, root)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -60,10 +69,18 @@ class _FlowGroup(TyperGroup):
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
+def _flags_take_no_value(command: Any, ctx: Any) -> None:
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for name, sub in getattr(command, "commands", {}).items():
+        _flags_take_no_value(sub, command.context_class(sub, info_name=name, parent=ctx))
+
+
 app = typer.Typer(
     name="flow",
     cls=_FlowGroup,
-    help="ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines.",
+    help="ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines.\n\nExample: flow demo",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold DSNs
@@ -92,7 +109,10 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines."""
+    """ematix-flow: declarative PostgreSQL → PostgreSQL sync pipelines.
+
+    Example: flow demo
+    """
     _output.set_no_color(no_color)
 
 

@@ -32,10 +32,6 @@ VerboseOption = Annotated[
     bool,
     typer.Option("--verbose", "-v", help="The full plan of every target, not the summary."),
 ]
-NoColorOption = Annotated[
-    bool,
-    typer.Option("--no-color", help="No colour in the output (NO_COLOR is honoured too)."),
-]
 
 
 def _command(action: str, doc: str) -> Callable[..., None]:
@@ -47,7 +43,6 @@ def _command(action: str, doc: str) -> Callable[..., None]:
         module: ModuleOption,
         verbose: VerboseOption = False,
         output: FormatOption = OutputFormat.text,
-        no_color: NoColorOption = False,
         full_refresh: Annotated[
             bool,
             typer.Option(
@@ -70,7 +65,6 @@ def _command(action: str, doc: str) -> Callable[..., None]:
             module,
             verbose=verbose,
             output=output,
-            no_color=no_color,
             steer={
                 "full_refresh": full_refresh,
                 "discard_history": discard_history,
@@ -87,14 +81,20 @@ preview = _command(
     "preview",
     """Show what a run would do (keys and why, path, SQL); execute nothing.
 
-    Exit 0 when every target would succeed.""",
+    Exit 0 when every target would succeed.
+
+    Example: flow preview customer_sync -m my_pipelines -v
+    """,
 )
 
 dry_run = _command(
     "dry_run",
     """Execute every target in a transaction, show the rows, roll back.
 
-    Exit 0 when every target would succeed.""",
+    Exit 0 when every target would succeed.
+
+    Example: flow dry-run customer_sync -m my_pipelines
+    """,
 )
 
 
@@ -105,11 +105,8 @@ def _show(
     *,
     verbose: bool,
     output: OutputFormat,
-    no_color: bool,
     steer: dict[str, Any] | None = None,
 ) -> None:
-    if no_color:
-        _output.set_no_color(True)
     load_module(module)
     from ematix_flow import pipeline
     from ematix_flow._preview import document, to_json

@@ -7,12 +7,20 @@ succeeded, RUN_FAILED otherwise, CONFIG_ERROR when the module cannot be imported
 connection is not configured.
 
 ``run-due`` rule (safe to call every minute, e.g. from cron or a Kubernetes CronJob):
-a pipeline is due when its schedule's most recent slot (cron evaluated in UTC, at or
-before now) is later than the start of its last recorded run that was not skipped. The
-last run is read from ``run_history`` in the pipeline's connections (``connections=``
-of ``register``, else the ``default`` connection). However many slots were missed, one
-run catches up. A pipeline with no recorded run is due: its most recent slot is by
+a pipeline is due when its schedule's most recent slot (at or before now, on the wall
+clock of the pipeline's ``timezone=``, UTC when it has none; see
+:mod:`ematix_flow._schedule` for daylight-saving changes) is later than the start of
+its last recorded run that was not skipped. The last run is read from ``run_history``
+where the pipeline's targets live (their connections; ``connections=`` of
+``register`` when the targets do not name theirs, else the ``default`` connection) —
+the source's connection is never opened. However many slots were missed, one run
+catches up. A pipeline with no recorded run is due: its most recent slot is by
 definition within the last schedule interval, and the first run is the initial load.
+
+A failed run counts as the slot's run: the pipeline waits for its next slot (retrying
+a broken run every minute would only repeat the error). With ``--retry-failed`` a last
+run in which a target failed makes the pipeline due again at once.
+
 "Due" is decided before the run takes its target locks, so the run re-checks it under
 each lock: when another run of the slot committed in between (two overlapping run-due
 processes), the target is recorded ``skipped`` ("already ran for slot …").
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,9 +42,11 @@ from ematix_flow._cli._output import (
     FormatOption,
     OutputFormat,
     console,
+    count,
     print_error,
     print_json,
     print_listing,
+    utc,
 )
 from ematix_flow._cli._progress import LogFormat, LogFormatOption, RunDisplay
 from ematix_flow._errors import ConfigurationError
@@ -108,14 +119,20 @@ def _timed_run(
 
 
 def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> None:
-    """List the pipelines a module registers: schedule, targets, connections."""
+    """List the pipelines a module registers: schedule, targets, connections.
+
+    Example: flow list -m my_pipelines
+    """
     from ematix_flow import pipeline
 
     load_module(module)
 
     def row(e: ScheduledPipeline) -> tuple[str, ...]:
         targets = ", ".join(t.table + (f" ({t.mode})" if t.mode else "") for t in e.targets)
-        return e.name, e.schedule or "—", targets or "—", ", ".join(e.connections) or "—"
+        schedule = e.schedule or "—"
+        if e.schedule:
+            schedule += f" ({e.timezone or 'UTC'})"
+        return e.name, schedule, targets or "—", ", ".join(e.connections) or "—"
 
     print_listing(
         list(pipeline.registry().values()),
@@ -124,6 +141,7 @@ def list_(module: ModuleOption, output: FormatOption = OutputFormat.text) -> Non
         columns=("PIPELINE", "SCHEDULE", "TARGETS", "CONNECTIONS"),
         row=row,
         empty=f"No pipelines registered by module {module}.",
+        wrap=("PIPELINE", "TARGETS", "CONNECTIONS"),
     )
 
 
@@ -138,10 +156,11 @@ def _render_report(report: RunReport) -> None:
         )
         line = Text(f"{mark} ", style=style) + Text(f"{r.target}  {r.mode}  {r.path or '—'}  ")
         if r.status == "succeeded":
-            expired = f"  expired {r.rows_expired}" if r.rows_expired else ""
+            expired = f"  expired {count(r.rows_expired)}" if r.rows_expired else ""
             line += Text(
-                f"inserted {r.rows_inserted}  updated {r.rows_updated}  deleted "
-                f"{r.rows_deleted}  unchanged {r.rows_unchanged}{expired}  {r.duration_s:.2f}s"
+                f"inserted {count(r.rows_inserted)}  updated {count(r.rows_updated)}  deleted "
+                f"{count(r.rows_deleted)}  unchanged {count(r.rows_unchanged)}{expired}  "
+                f"{r.duration_s:.2f}s"
             )
         elif r.status == "failed":
             line += Text("failed")
@@ -202,7 +221,10 @@ def run(
     ] = None,
     log_format: LogFormatOption = LogFormat.text,
 ) -> None:
-    """Run one pipeline now; exit 0 only when every target succeeded."""
+    """Run one pipeline now; exit 0 only when every target succeeded.
+
+    Example: flow run customer_sync -m my_pipelines
+    """
     load_module(module)
     from ematix_flow import pipeline
 
@@ -228,38 +250,92 @@ def run(
         raise typer.Exit(int(code))
 
 
-def _connections_of(entry: ScheduledPipeline) -> tuple[str, ...]:
-    return entry.connections or ("default",)
+def history_connections(entry: ScheduledPipeline) -> tuple[str, ...]:
+    """Where the run history of ``entry`` lives: its targets' connections. Targets that
+    do not name theirs (``pipeline.register`` with plain tables) fall back to
+    ``connections=``, else the ``default`` connection. The source's connection is not
+    one of them unless a target lives there too."""
+    named = [t.connection for t in entry.targets if t.connection]
+    if entry.targets and len(named) == len(entry.targets):
+        return tuple(dict.fromkeys(named))
+    return tuple(dict.fromkeys([*named, *entry.connections])) or ("default",)
 
 
-def last_run(entry: ScheduledPipeline) -> datetime | None:
-    """The latest non-skipped run of ``entry`` across its connections' run history."""
+@dataclass(frozen=True)
+class LastRun:
+    """The latest recorded (not skipped) run of a pipeline, across its connections."""
+
+    #: When its first and its last target started.
+    started: datetime
+    last_started: datetime
+    #: A target of it did not succeed.
+    failed: bool
+
+
+def last_run(entry: ScheduledPipeline) -> LastRun | None:
+    """The latest non-skipped run of ``entry`` across its history's connections."""
     from ematix_flow._engine import state
     from ematix_flow.config import connect
 
-    latest: datetime | None = None
-    for name in _connections_of(entry):
-        conn = connect(name)
-        with conn.open(autocommit=True, connect_timeout=10) as pg:
-            found = state.read_last_run(pg, state.state_schema(), entry.name)
-        if found is not None and (latest is None or found > latest):
-            latest = found
-    return latest
+    found = []
+    for name in history_connections(entry):
+        with connect(name).open(autocommit=True, connect_timeout=10) as pg:
+            outcome = state.read_last_run_outcome(pg, state.state_schema(), entry.name)
+        if outcome is not None:
+            found.append(outcome)
+    if not found:
+        return None
+    latest = max(found, key=lambda o: o[1])
+    # The same run, seen from each connection holding one of its targets.
+    same = [o for o in found if latest[2] is not None and o[2] == latest[2]] or [latest]
+    return LastRun(
+        started=min(o[0] for o in same),
+        last_started=max(o[1] for o in same),
+        failed=any(o[3] for o in same),
+    )
 
 
-def due(entry: ScheduledPipeline, now: datetime) -> tuple[bool, str]:
+def _slot_text(entry: ScheduledPipeline, slot: datetime) -> str:
+    from ematix_flow._schedule import zone
+
+    text = f"{utc(slot, seconds=False)} UTC"
+    if entry.timezone and entry.timezone != "UTC":
+        text += f" ({slot.astimezone(zone(entry.timezone)):%Y-%m-%d %H:%M} {entry.timezone})"
+    return text
+
+
+@dataclass(frozen=True)
+class Due:
+    """What ``run-due`` decided for one pipeline."""
+
+    due: bool
+    reason: str
+    #: The slot the run serves: re-checked under each target's lock.
+    slot: datetime | None = None
+
+
+def due(entry: ScheduledPipeline, now: datetime, *, retry_failed: bool = False) -> Due:
     """Whether ``entry`` is due at ``now``, and why (see the module docstring)."""
-    from croniter import croniter
+    from datetime import timedelta
+
+    from ematix_flow._schedule import latest_slot, next_slot
 
     assert entry.schedule is not None
-    slot = croniter(entry.schedule, now).get_prev(datetime)
+    slot = latest_slot(entry.schedule, entry.timezone, now)
     last = last_run(entry)
     if last is None:
-        return True, f"no recorded run; latest slot {slot.isoformat()}"
-    if last < slot:
-        return True, f"slot {slot.isoformat()} came due after the last run {last.isoformat()}"
-    nxt = croniter(entry.schedule, now).get_next(datetime)
-    return False, f"last run {last.isoformat()}; next slot {nxt.isoformat()}"
+        return Due(True, f"no recorded run; latest slot {_slot_text(entry, slot)}", slot)
+    ran = f"the last run {utc(last.started)} UTC"
+    if last.started < slot:
+        return Due(True, f"slot {_slot_text(entry, slot)} came due after {ran}", slot)
+    if last.failed and retry_failed:
+        # Served by any run that starts after the failed one (another run-due retrying).
+        retry = last.last_started + timedelta(microseconds=1)
+        return Due(True, f"{ran} failed; --retry-failed runs it again", retry)
+    nxt = _slot_text(entry, next_slot(entry.schedule, entry.timezone, now))
+    if last.failed:
+        return Due(False, f"{ran} failed; next slot {nxt} (--retry-failed runs it now)")
+    return Due(False, f"last run {utc(last.started)} UTC; next slot {nxt}")
 
 
 def run_due(
@@ -268,11 +344,23 @@ def run_due(
     metrics_file: MetricsFileOption = None,
     pushgateway: PushgatewayOption = None,
     log_format: LogFormatOption = LogFormat.text,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            "--retry-failed",
+            help="A pipeline whose last run failed is due again now, not at its next slot.",
+        ),
+    ] = False,
 ) -> None:
     """Run every pipeline whose schedule came due since its last recorded run.
 
-    Exits 0 unless something failed: a target skipped because another run holds it,
-    or already served its slot, is not a failure."""
+    Schedules are read in each pipeline's timezone= (UTC without one). A failed run
+    counts as its slot's run: the pipeline waits for the next slot, unless
+    --retry-failed. Exits 0 unless something failed: a target skipped because another
+    run holds it, or already served its slot, is not a failure.
+
+    Example: flow run-due -m my_pipelines --retry-failed
+    """
     from rich.text import Text
 
     from ematix_flow import pipeline
@@ -290,23 +378,25 @@ def run_due(
         if entry.schedule is None:
             continue
         try:
-            is_due, reason = due(entry, now)
+            decided = due(entry, now, retry_failed=retry_failed)
         except EmatixFlowError as exc:
             ok = False
             config_error = config_error or isinstance(exc, ConfigurationError)
             items.append({"pipeline": entry.name, "due": None, "reason": str(exc), "report": None})
             print_error(f"pipeline {entry.name}: cannot tell when it last ran: {exc}")
             continue
-        item: dict[str, Any] = {"pipeline": entry.name, "due": is_due, "reason": reason}
+        item: dict[str, Any] = {
+            "pipeline": entry.name,
+            "due": decided.due,
+            "reason": decided.reason,
+        }
         if output is OutputFormat.text:
-            out.print(Text(f"{entry.name}: {'due' if is_due else 'not due'} ({reason})"))
-        if is_due:
-            from croniter import croniter
-
+            state = "due" if decided.due else "not due"
+            out.print(Text(f"{entry.name}: {state} ({decided.reason})"))
+        if decided.due:
             # The run re-checks, under each target's lock, that no other run served
             # this slot in the meantime (two overlapping run-due processes).
-            slot = croniter(entry.schedule, now).get_prev(datetime)
-            report, record = _timed_run(entry.name, display, due_slot=slot)
+            report, record = _timed_run(entry.name, display, due_slot=decided.slot)
             records.append(record)
             ok = ok and not report.failed
             config_error = config_error or report.configuration_failed
@@ -333,27 +423,45 @@ def run_due(
 def history(
     name: Annotated[str, typer.Argument(help="The registered pipeline.")],
     module: ModuleOption,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most recent runs.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", min=1, help="Most recent runs (a run: every target of one fire)."
+        ),
+    ] = 20,
     output: FormatOption = OutputFormat.text,
 ) -> None:
-    """Show a pipeline's recent runs (newest first) from its connections' run history."""
+    """Show a pipeline's recent runs, newest first: a row per target, times in UTC.
+
+    A run's start is on its first row. Read from the run history where its targets
+    live.
+
+    Example: flow history customer_sync -m my_pipelines -n 5
+    """
     from ematix_flow import pipeline
     from ematix_flow._engine import state
     from ematix_flow.config import connect
 
     load_module(module)
     entry = pipeline.get(name)
-    rows: list[Any] = []
-    for conn_name in _connections_of(entry):
+    runs: dict[object, list[Any]] = {}
+    for conn_name in history_connections(entry):
         with connect(conn_name).open(autocommit=True, connect_timeout=10) as pg:
-            rows += state.read_history(pg, state.state_schema(), name, limit)
-    rows.sort(key=lambda r: r.started_at, reverse=True)
+            for r in state.read_history(pg, state.state_schema(), name, limit):
+                runs.setdefault(r.run_id or object(), []).append(r)
+    newest = sorted(runs.values(), key=lambda rs: min(r.started_at for r in rs), reverse=True)
+    # One run's rows together, in the order its targets ran; its start on its first row.
+    rows = [
+        (i == 0, r)
+        for group in newest[:limit]
+        for i, r in enumerate(sorted(group, key=lambda r: r.started_at))
+    ]
     print_listing(
-        rows[:limit],
+        rows,
         output,
-        to_json=lambda r: r.to_dict(),
+        to_json=lambda fr: fr[1].to_dict(),
         columns=(
-            "STARTED",
+            "STARTED (UTC)",
             "TARGET",
             "MODE",
             "STATUS",
@@ -361,22 +469,28 @@ def history(
             "UPD",
             "DEL",
             "UNCH",
-            "SECONDS",
+            "SECS",
             "ERROR",
         ),
-        row=lambda r: (
-            r.started_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-            r.target,
-            r.mode or "",
-            r.status,
+        row=lambda fr: (
+            utc(fr[1].started_at) if fr[0] else "",
+            fr[1].target,
+            fr[1].mode or "",
+            fr[1].status,
             *(
-                str(v) if v is not None else ""
-                for v in (r.rows_inserted, r.rows_updated, r.rows_deleted, r.rows_unchanged)
+                count(v)
+                for v in (
+                    fr[1].rows_inserted,
+                    fr[1].rows_updated,
+                    fr[1].rows_deleted,
+                    fr[1].rows_unchanged,
+                )
             ),
-            f"{r.duration_s:.2f}" if r.duration_s is not None else "",
-            Text_(r.error),
+            f"{fr[1].duration_s:.2f}" if fr[1].duration_s is not None else "",
+            Text_(fr[1].error),
         ),
         empty=f"No recorded runs of pipeline {name}.",
+        wrap=("TARGET", "ERROR"),
     )
 
 

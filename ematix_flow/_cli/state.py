@@ -9,7 +9,7 @@ first (``--preview``: nothing is executed).
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -17,9 +17,11 @@ from ematix_flow._cli._output import (
     FormatOption,
     OutputFormat,
     console,
+    count,
     fail,
     print_json,
     print_listing,
+    utc,
 )
 from ematix_flow._cli._progress import LogFormat, LogFormatOption, RunDisplay
 from ematix_flow._cli.run import ModuleOption, load_module, report_errors
@@ -29,7 +31,8 @@ __all__ = ["app", "backfill"]
 
 app = typer.Typer(
     name="state",
-    help="Show or reset what a pipeline stores per target (watermarks, run counts).",
+    help="Show or reset what a pipeline stores per target (watermarks, run counts)."
+    "\n\nExample: flow state show orders_sync -m my_pipelines",
     no_args_is_help=True,
 )
 
@@ -48,7 +51,7 @@ def show(
 ) -> None:
     """Show each target's stored watermark, last run, last success and run counts.
 
-    Example: flow state show orders_sync --module my_pipelines
+    Example: flow state show orders_sync -m my_pipelines
     """
     from ematix_flow import pipeline
 
@@ -65,7 +68,7 @@ def show(
             "WATERMARK",
             "LAST RUN (UTC)",
             "STATUS",
-            "LAST SUCCESS",
+            "LAST SUCCESS (UTC)",
             "RUNS",
             "FAILED",
         ),
@@ -74,20 +77,15 @@ def show(
             s.mode or "",
             f"{s.incremental_column} ({s.column_type})" if s.incremental_column else "—",
             s.watermark if s.watermark is not None else "—",
-            _when(s.last_run_at),
+            utc(s.last_run_at),
             s.last_status or "",
-            _when(s.last_success_at),
-            str(s.runs),
-            str(s.failures),
+            utc(s.last_success_at),
+            count(s.runs),
+            count(s.failures),
         ),
         empty=f"Pipeline {name} has no targets.",
+        wrap=("TARGET", "COLUMN", "WATERMARK"),
     )
-
-
-def _when(value: Any) -> str:
-    from datetime import UTC
-
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value is not None else "—"
 
 
 @app.command("reset")
@@ -116,7 +114,7 @@ def reset(
     The next run then reads the whole source (or from --to on). Takes each target's
     lock and records a 'reset' row in its history.
 
-    Example: flow state reset orders_sync --module my_pipelines --to '2026-01-01' --preview
+    Example: flow state reset orders_sync -m my_pipelines --to '2026-01-01' --preview
     """
     from ematix_flow import pipeline
 
@@ -210,8 +208,8 @@ def backfill(
                 window = f"[{t.window[0]}, {t.window[1]})" if t.window else ""
                 if t.status == "succeeded":
                     detail = (
-                        f"inserted {t.rows_inserted}  updated {t.rows_updated}  "
-                        f"unchanged {t.rows_unchanged}"
+                        f"inserted {count(t.rows_inserted)}  updated {count(t.rows_updated)}  "
+                        f"unchanged {count(t.rows_unchanged)}"
                     )
                 elif t.status == "planned" and t.plan is not None:
                     data = [s for s in t.plan.steps if s.kind in ("copy", "data")]

@@ -104,6 +104,8 @@ class PipelineSpec:
     #: 0: no parameter (source_table=); 1: ``(conn)``; 2: ``(src_conn, tgt_conn)``.
     arity: int
     is_async: bool
+    #: IANA zone whose wall clock the schedule is read on (``None``: UTC).
+    timezone: str | None = None
 
     @property
     def source_connection_name(self) -> str:
@@ -124,6 +126,7 @@ def pipeline(
     target: type[ManagedTable] | Target | None = None,
     targets: Sequence[Target | type[ManagedTable]] | None = None,
     schedule: str | None = None,
+    timezone: str | None = None,
     mode: Any = NOT_GIVEN,
     event_timestamp_column: Any = NOT_GIVEN,
     ttl: Any = NOT_GIVEN,
@@ -160,6 +163,10 @@ def pipeline(
     or ``None`` to read ``source_table=``. ``async def`` functions are run with
     ``asyncio.run``.
 
+    ``schedule=`` (five cron fields) is read on the wall clock of ``timezone=``, an IANA
+    name such as ``"Europe/Paris"`` (UTC when left out), by ``flow run-due`` and by the
+    CronJob of ``flow export-k8s``.
+
     Example::
 
         @ematix.pipeline(target=Customer, source_table="public.users",
@@ -194,6 +201,7 @@ def pipeline(
             target=target,
             targets=targets,
             schedule=schedule,
+            timezone=timezone,
             options={k: v for k, v in pipeline_kwargs.items() if is_given(k, v)},
             source_connection=source_connection,
             target_connection=target_connection,
@@ -214,6 +222,7 @@ def _build_spec(
     target: Any,
     targets: Any,
     schedule: str | None,
+    timezone: str | None,
     options: dict[str, Any],
     source_connection: str | None,
     target_connection: str,
@@ -340,6 +349,7 @@ def _build_spec(
         continue_on_failure=continue_on_failure,
         arity=arity,
         is_async=is_async,
+        timezone=timezone,
     )
 
 
@@ -418,6 +428,7 @@ class DeclaredPipeline:
         self.registered = api.register(
             name=spec.name,
             schedule=spec.schedule,
+            timezone=spec.timezone,
             targets=tuple(_target_info(api, t) for t in spec.targets),
             connections=spec.connections,
             continue_on_failure=spec.continue_on_failure,

@@ -394,6 +394,7 @@ def _history_params(result: TargetResult, started: datetime) -> dict[str, Any]:
         "action": result.action,
         "window_from": result.window[0] if result.window else None,
         "window_to": result.window[1] if result.window else None,
+        "run_id": state.current_run_id(),
     }
 
 

@@ -13,6 +13,11 @@ Run-history ``status`` is one of ``succeeded``, ``failed``, ``skipped``, ``not_r
 a ``succeeded`` row carries row counts: a failed or interrupted target's work was rolled
 back, so it records none.
 
+Every row of one fire of a pipeline — all its targets — carries the same ``run_id``
+(version 5), set by :func:`run_scope` around the fire: ``flow history -n N`` counts
+runs, not rows. Rows recorded outside a fire (an ad-hoc ``sync()``, a state reset, a
+row of an earlier version) have none and count as a run each.
+
 Watermarks are kept with their column and the SQL type they are compared in
 (``column_type``, version 2). The value is the text of that type as a pinned session
 prints it (:mod:`ematix_flow._session`: ISO dates, UTC), so every run reads back exactly
@@ -24,6 +29,10 @@ those settings once, and the next successful run stores it in the canonical form
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,24 +49,45 @@ __all__ = [
     "batch_recorded",
     "canonical_legacy_watermark",
     "canonical_value",
+    "current_run_id",
     "ensure_state",
     "lock_key",
     "read_history",
-    "read_last_run",
+    "read_last_run_outcome",
     "read_row_hash_version",
     "read_target_state",
     "read_watermark",
     "record_row_hash_sql",
     "record_run_sql",
     "reset_watermark",
+    "run_scope",
     "state_schema",
     "upsert_watermark_sql",
 ]
 
-STATE_VERSION = 4
+STATE_VERSION = 5
 #: First key of every advisory lock the engine takes (the second is per pipeline/target).
 LOCK_NAMESPACE = 0x0E3A71F
 _CREATE_LOCK = 0x0E3A720
+
+
+_RUN_ID: ContextVar[str | None] = ContextVar("ematix_flow_run_id", default=None)
+
+
+@contextmanager
+def run_scope() -> Iterator[str]:
+    """One fire of a pipeline: every history row recorded inside carries the same new
+    ``run_id``."""
+    token = _RUN_ID.set(str(uuid.uuid4()))
+    try:
+        yield str(_RUN_ID.get())
+    finally:
+        _RUN_ID.reset(token)
+
+
+def current_run_id() -> str | None:
+    """The ``run_id`` of the surrounding :func:`run_scope` (``None`` outside one)."""
+    return _RUN_ID.get()
 
 
 def state_schema() -> str:
@@ -157,6 +187,11 @@ def _ddl(schema: str) -> list[tuple[sql.Composed, sql.Composed]]:
                 "DEFAULT now())"
             ).format(s),
             missing_table("target_tables"),
+        ),
+        # version 5: the fire of the pipeline a row belongs to (every target of one run)
+        (
+            sql.SQL("ALTER TABLE {}.run_history ADD COLUMN IF NOT EXISTS run_id uuid").format(s),
+            missing_column("run_history", "run_id"),
         ),
         (
             sql.SQL(
@@ -299,15 +334,16 @@ def upsert_watermark_sql(schema: str) -> sql.Composed:
 
 
 def record_run_sql(schema: str) -> sql.Composed:
-    """Parameters: the columns of ``run_history`` except ``id``."""
+    """Parameters: the columns of ``run_history`` except ``id`` (``run_id``: the
+    surrounding :func:`run_scope`'s, :func:`current_run_id`)."""
     return sql.SQL(
         "INSERT INTO {}.run_history (pipeline, target, mode, status, path, batch_id, "
         "started_at, finished_at, duration_s, rows_inserted, rows_updated, rows_deleted, "
-        "rows_unchanged, rows_expired, error, action, window_from, window_to) VALUES "
+        "rows_unchanged, rows_expired, error, action, window_from, window_to, run_id) VALUES "
         "(%(pipeline)s, %(target)s, %(mode)s, %(status)s, %(path)s, %(batch_id)s, "
         "%(started_at)s, %(finished_at)s, %(duration_s)s, %(rows_inserted)s, "
         "%(rows_updated)s, %(rows_deleted)s, %(rows_unchanged)s, %(rows_expired)s, "
-        "%(error)s, %(action)s, %(window_from)s, %(window_to)s)"
+        "%(error)s, %(action)s, %(window_from)s, %(window_to)s, %(run_id)s)"
     ).format(sql.Identifier(schema))
 
 
@@ -329,6 +365,8 @@ class HistoryRow:
     error: str | None
     rows_expired: int | None = None
     action: str | None = None
+    #: The fire of the pipeline this row belongs to (``None``: a run of its own).
+    run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -344,34 +382,66 @@ _HISTORY_COLS = (
 )
 
 
+def _run_key(schema: str, conn: psycopg.Connection[Any]) -> sql.Composable:
+    """The SQL naming a row's run: its ``run_id``, or the row itself when it has none
+    (or the state predates version 5)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+        "to_regclass(format('%%I.run_history', %s::text)) AND attname = 'run_id' "
+        "AND NOT attisdropped)",
+        (schema,),
+    ).fetchone()
+    if row and row[0]:
+        return sql.SQL("coalesce(run_id::text, 'row ' || id)")
+    return sql.SQL("'row ' || id")
+
+
 def read_history(
     conn: psycopg.Connection[Any], schema: str, pipeline: str, limit: int = 20
 ) -> list[HistoryRow]:
-    """The most recent runs of ``pipeline`` (newest first); empty when no state exists."""
+    """The rows of the ``limit`` most recent runs of ``pipeline`` (a run: one fire, every
+    target it wrote), newest run first, each run's rows in the order they started;
+    empty when no state exists."""
     if not state_exists(conn, schema):
         return []
+    key = _run_key(schema, conn)
     rows = conn.execute(
         sql.SQL(
-            "SELECT " + _HISTORY_COLS + " FROM {}.run_history WHERE pipeline = %s "
-            "ORDER BY started_at DESC, id DESC LIMIT %s"
-        ).format(sql.Identifier(schema)),
-        (pipeline, limit),
+            "WITH runs AS (SELECT {key} AS run, min(started_at) AS run_started "
+            "FROM {s}.run_history WHERE pipeline = %(p)s GROUP BY 1 "
+            "ORDER BY run_started DESC, run DESC LIMIT %(n)s) "
+            "SELECT {cols}, CASE WHEN runs.run LIKE 'row %%' THEN NULL ELSE runs.run END "
+            "FROM {s}.run_history h JOIN runs ON {key} = runs.run WHERE h.pipeline = %(p)s "
+            "ORDER BY runs.run_started DESC, runs.run DESC, h.started_at, h.id"
+        ).format(key=key, s=sql.Identifier(schema), cols=sql.SQL(_HISTORY_COLS)),
+        {"p": pipeline, "n": limit},
     ).fetchall()
     return [HistoryRow(*r) for r in rows]
 
 
-def read_last_run(conn: psycopg.Connection[Any], schema: str, pipeline: str) -> datetime | None:
-    """Start time of the latest run of ``pipeline`` that was not skipped."""
+def read_last_run_outcome(
+    conn: psycopg.Connection[Any], schema: str, pipeline: str
+) -> tuple[datetime, datetime, str | None, bool] | None:
+    """The latest scheduled-kind run (``run`` or ``full_refresh``, not skipped) of
+    ``pipeline``: ``(started, last_started, run_id, failed)`` — when its first and last
+    rows here started, its run id (``None`` for a row of its own), and whether a target
+    of it did not succeed (failed, or not run after a failure). ``None``: no such run."""
     if not state_exists(conn, schema):
         return None
+    key = _run_key(schema, conn)
     row = conn.execute(
         sql.SQL(
-            "SELECT max(started_at) FROM {}.run_history WHERE pipeline = %s AND status <> "
-            "'skipped' AND coalesce(action, 'run') IN ('run', 'full_refresh')"
-        ).format(sql.Identifier(schema)),
-        (pipeline,),
+            "WITH h AS (SELECT {key} AS run, started_at, status FROM {s}.run_history "
+            "WHERE pipeline = %(p)s AND status <> 'skipped' "
+            "AND coalesce(action, 'run') IN ('run', 'full_refresh')), "
+            "last AS (SELECT run FROM h ORDER BY started_at DESC LIMIT 1) "
+            "SELECT min(started_at), max(started_at), "
+            "CASE WHEN h.run LIKE 'row %%' THEN NULL ELSE h.run END, "
+            "bool_or(status <> 'succeeded') FROM h JOIN last USING (run) GROUP BY h.run"
+        ).format(key=key, s=sql.Identifier(schema)),
+        {"p": pipeline},
     ).fetchone()
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1], row[2], bool(row[3]))
 
 
 def batch_recorded(conn: psycopg.Connection[Any], schema: str, batch_id: str | None) -> bool:
@@ -549,6 +619,7 @@ def reset_watermark(
                     "action": "reset",
                     "window_from": None,
                     "window_to": None,
+                    "run_id": current_run_id(),
                 },
             )
     finally:

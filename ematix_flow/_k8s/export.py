@@ -85,6 +85,8 @@ class PipelineRecord:
     schedule: str | None
     connections: tuple[str, ...] = ()
     targets: tuple[TargetRecord, ...] = ()
+    #: IANA zone of the schedule (the CronJob's ``timeZone``); ``None``: UTC.
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def record_from_registered(pipeline: Any) -> PipelineRecord:
         schedule=getattr(pipeline, "schedule", None),
         connections=tuple(getattr(pipeline, "connections", ()) or ()),
         targets=tuple(_target_from_registered(t) for t in getattr(pipeline, "targets", ())),
+        timezone=getattr(pipeline, "timezone", None),
     )
 
 
@@ -230,6 +233,7 @@ def _resource(
         module=module,
         image=image,
         schedule=record.schedule,
+        time_zone=record.timezone,
         connections=connections,
         targets=[
             model.TargetInfo(table=t.table, mode=t.mode, keys=list(t.keys) or None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import typer
+import typer.main
 from typer.testing import CliRunner
 
 from ematix_flow import __version__
@@ -108,6 +110,57 @@ def test_console_script_help_lists_the_commands() -> None:
     assert "connections" in result.stdout
     assert "--no-color" in result.stdout
     assert "--version" in result.stdout
+    assert "<bool>" not in result.stdout and "Example: flow demo" in result.stdout
+
+
+def commands() -> list[tuple[str, object]]:
+    """Every command and group of ``flow``, as (``"flow dev-db start"``, command)."""
+    found = []
+
+    def walk(path: str, command: object) -> None:
+        found.append((path, command))
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(f"{path} {name}", sub)
+
+    walk("flow", typer.main.get_command(app))
+    return found
+
+
+def test_every_command_s_help_shows_an_example_and_no_value_for_a_flag() -> None:
+    for path, _command in commands():
+        result = CliRunner().invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        example = re.search(r"Example: (.*)", result.output)
+        assert example and path in example.group(1), (path, result.output)
+
+
+def _short_options() -> dict[str, set[str]]:
+    shorts: dict[str, set[str]] = {}
+    for _path, command in commands():
+        for param in command.params:
+            opts = getattr(param, "opts", [])
+            for short in (o for o in opts if re.fullmatch(r"-\w", o)):
+                shorts.setdefault(short, set()).update(o for o in opts if o.startswith("--"))
+    return shorts
+
+
+def test_a_short_option_means_one_thing_in_every_command_as_documented() -> None:
+    shorts = _short_options()
+    assert all(len(longs) == 1 for longs in shorts.values()), shorts
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    table = doc.split("<!-- short-options:start -->")[1].split("<!-- short-options:end -->")[0]
+    documented = dict(re.findall(r"^\| `(-\w)` \| `(--[\w-]+)` \|", table, re.MULTILINE))
+    assert documented.pop("-h") == "--help"
+    assert {s: longs.pop() for s, longs in shorts.items()} == documented
+
+
+def test_module_reads_its_variable_and_no_color_is_flow_s_own_option() -> None:
+    for path, command in commands():
+        names = {o: p for p in command.params for o in getattr(p, "opts", [])}
+        if "--module" in names:
+            assert names["--module"].envvar == "EMATIX_FLOW_MODULE", path
+        assert ("--no-color" in names) == (path == "flow"), path
 
 
 def test_version() -> None:

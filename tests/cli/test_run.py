@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from ematix_flow import pipeline
 from ematix_flow._cli.main import app
 from ematix_flow._exitcodes import ExitCode
+from tests.cli.tables import column_cells
 from tests.cli.test_main import run_flows
 
 pytestmark = pytest.mark.db
@@ -193,3 +195,143 @@ def test_run_due_says_when_nothing_is_scheduled() -> None:
     assert result.stdout.startswith(
         "No pipeline of module unscheduled has a schedule: nothing to run."
     )
+
+
+# --- times, schedules, runs, numbers ----------------------------------------------------
+
+FANOUT = """
+from typing import Annotated
+
+from ematix_flow import ematix, pk
+from ematix_flow.types import BigInt, Text
+
+
+@ematix.table(schema="analytics_warehouse_layer", name="customer_lifetime_value_snapshot_v2")
+class Long:
+    id: Annotated[BigInt, pk()]
+    name: Text | None
+
+
+@ematix.table(schema="wh", name="cust_copy")
+class Short:
+    id: Annotated[BigInt, pk()]
+    name: Text | None
+
+
+@ematix.pipeline(
+    targets=[ematix.target(Long, mode="merge"), ematix.target(Short, mode="merge")],
+    source_connection="oltp",
+    schedule="0 6 * * *",
+    timezone="Europe/Paris",
+    name="{name}",
+)
+def fan(conn):
+    return "SELECT id, name FROM people"
+"""
+LONG_TARGET = "analytics_warehouse_layer.customer_lifetime_value_snapshot_v2"
+
+
+def test_history_counts_runs_in_utc_from_the_targets_connections_only(
+    project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    Path(f"{project.module}.py").write_text(FANOUT.format(name=project.name))
+    with psycopg.connect(project.dbs.source_url, autocommit=True) as c:
+        c.execute("INSERT INTO people SELECT g, 'n' || g FROM generate_series(3, 1500) g")
+    first = flow("run", project.name, "--module", project.module)
+    assert first.exit_code == 0, first.output
+    assert first.stdout.count("inserted 1,500") == 2  # both targets, one number format
+    assert flow("run", project.name, "--module", project.module).exit_code == 0
+    dry = flow("dry-run", project.name, "--module", project.module, "-v")
+    assert dry.stdout.count("unchanged=1,500") == 2, dry.output
+    assert "rows: inserted 0, updated 0, deleted 0, unchanged 1,500" in str(
+        pipeline.dry_run(project.name)
+    )
+    # History and run-due read where the targets live; the source is never opened.
+    monkeypatch.setenv("EMATIX_FLOW_DSN_OLTP", "postgresql://nobody@127.0.0.1:9/unreachable")
+
+    one = flow("history", project.name, "-m", project.module, "-n", "1", "--format", "json")
+    assert one.exit_code == 0, one.output
+    latest = json.loads(one.stdout)
+    assert sorted(r["target"] for r in latest) == sorted([LONG_TARGET, "wh.cust_copy"])
+    assert len({r["run_id"] for r in latest}) == 1 and latest[0]["rows_unchanged"] == 1500
+    two = json.loads(
+        flow("history", project.name, "-m", project.module, "-n", "2", "-f", "json").stdout
+    )
+    assert len(two) == 4 and len({r["run_id"] for r in two}) == 2
+    assert two[2]["rows_inserted"] == 1500  # the older run comes second
+
+    due = flow("run-due", "--module", project.module)
+    assert due.exit_code == 0, due.output
+    assert f"{project.name}: not due (last run " in due.stdout and " UTC; next slot " in due.stdout
+    assert "Europe/Paris)" in due.stdout  # the next slot also on the schedule's clock
+    listed = flow("list", "--module", project.module)
+    assert "0 6 * * * (Europe/Paris)" in listed.stdout
+
+    # What a person sees on an 80-column terminal: labelled times, full target names.
+    (shown,) = run_flows(
+        ("history", project.name, "-m", project.module), env={**os.environ, "COLUMNS": "80"}
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"STARTED\s+\(UTC\)", shown.stdout) and "1,500" in shown.stdout
+    assert "…" not in shown.stdout
+    assert max(len(line) for line in shown.stdout.splitlines()) <= 80
+    targets = column_cells(shown.stdout, "TARGET", "MODE")
+    assert targets == (LONG_TARGET + "wh.cust_copy") * 2
+
+
+def test_run_due_reads_the_schedule_in_its_time_zone(project: Any) -> None:
+    import dataclasses
+
+    from ematix_flow._cli.run import due
+
+    assert flow("run", project.name, "--module", project.module).exit_code == 0
+    wh_rows(
+        project.dbs,
+        "UPDATE ematix_flow.run_history SET started_at = '2026-03-20 04:30+00' RETURNING 1",
+    )
+    paris = dataclasses.replace(
+        pipeline.get(project.name), schedule="0 6 * * *", timezone="Europe/Paris"
+    )
+    utc_ = dataclasses.replace(paris, timezone=None)
+
+    def at(text: str) -> Any:
+        from datetime import UTC, datetime
+
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+    # 06:00 in Paris is 05:00 UTC in March: due after it, whatever UTC's 06:00 says.
+    decided = due(paris, at("2026-03-20 05:10"))
+    assert decided.due, decided.reason
+    assert "slot 2026-03-20 05:00 UTC (2026-03-20 06:00 Europe/Paris) came due" in decided.reason
+    assert not due(paris, at("2026-03-20 04:50")).due
+    assert not due(utc_, at("2026-03-20 05:10")).due
+
+
+def test_a_failed_run_waits_for_the_next_slot_unless_retry_failed(project: Any) -> None:
+    import psycopg
+
+    project.write("0 0 1 1 *")  # yearly: no slot comes due while the test runs
+    with psycopg.connect(project.dbs.source_url, autocommit=True) as c:
+        c.execute("ALTER TABLE people RENAME TO people_gone")
+    failed = flow("run-due", "--module", project.module, "--format", "json")
+    assert failed.exit_code == ExitCode.RUN_FAILED, failed.output
+
+    waits = flow("run-due", "--module", project.module)
+    assert waits.exit_code == 0, waits.output
+    assert "not due (the last run " in waits.stdout
+    assert (
+        " UTC failed; next slot " in waits.stdout and "(--retry-failed runs it now)" in waits.stdout
+    )
+
+    with psycopg.connect(project.dbs.source_url, autocommit=True) as c:
+        c.execute("ALTER TABLE people_gone RENAME TO people")
+    retried = flow("run-due", "--module", project.module, "--retry-failed", "-f", "json")
+    assert retried.exit_code == 0, retried.output
+    item = next(i for i in json.loads(retried.stdout) if i["pipeline"] == project.name)
+    assert item["due"] and item["report"]["ok"] and "--retry-failed" in item["reason"]
+    again = flow("run-due", "--module", project.module, "--retry-failed", "-f", "json")
+    item = next(i for i in json.loads(again.stdout) if i["pipeline"] == project.name)
+    assert item["due"] is False  # the last run succeeded: nothing to retry
+    assert wh_rows(project.dbs, "SELECT id, name FROM wh.cust ORDER BY id") == [(1, "a"), (2, "b")]

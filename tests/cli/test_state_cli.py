@@ -84,6 +84,7 @@ def test_state_show(project: Any) -> None:
     assert one.exit_code == 0, one.output
     assert "wh.ev_multi_b" in one.stdout and "wh.ev_multi_a" not in one.stdout
     assert WATERMARK in one.stdout and "succeeded" in one.stdout
+    assert "LAST RUN (UTC)" in one.stdout and "LAST SUCCESS (UTC)" in one.stdout
 
     missing = flow("state", "show", "nope", "--module", module)
     assert missing.exit_code == ExitCode.CONFIG_ERROR, missing.output

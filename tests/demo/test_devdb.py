@@ -137,6 +137,7 @@ def test_named_dev_db_with_its_own_data_dir(tmp_path_factory: pytest.TempPathFac
             app, ["dev-db", "stop", "--name", "warehouse", "--data-dir", str(datadir)]
         )
     assert result.exit_code == 0
+    assert f"The PostgreSQL server in {datadir} stopped" in result.output
     assert postgres_processes_for(datadir) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -68,6 +69,16 @@ def test_spec_examples_become_valid_resources() -> None:
         {"name": "warehouse", "secretName": "ematix-flow-warehouse", "key": "dsn"},
     ]
     assert export.skipped == ("adhoc_backfill",)
+
+
+def test_a_schedule_s_time_zone_is_the_resource_s_time_zone() -> None:
+    paris = dataclasses.replace(SPEC_2, timezone="Europe/Paris")
+    (doc,) = load_all(_export(paris).yaml())
+    validate_custom(doc)
+    assert doc["spec"]["timeZone"] == "Europe/Paris"
+    validate_strict(render_cronjob(doc["metadata"]["name"], "data", "uid-1", doc["spec"]))
+    (utc,) = load_all(_export(SPEC_2).yaml())
+    assert "timeZone" not in utc["spec"]  # UTC, the CronJob's default
 
 
 def test_secrets_to_create_are_listed_once_per_connection() -> None:

@@ -178,3 +178,40 @@ def test_image_and_module_are_required(project: Path) -> None:
     result = flow("export-k8s", "--module", "team_pipelines")
     assert result.returncode == 2
     assert "--image" in result.stderr
+
+
+TZ_MODULE = """
+from typing import Annotated
+
+from ematix_flow import ematix, pk
+from ematix_flow.types import BigInt
+
+
+@ematix.table(schema="wh")
+class Daily:
+    id: Annotated[BigInt, pk()]
+
+
+@ematix.pipeline(target=Daily, mode="merge", schedule="0 6 * * *", timezone="Europe/Paris")
+def daily_paris(conn):
+    return "SELECT 1 AS id"
+"""
+
+
+def test_the_module_variable_and_the_schedule_s_zone(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "tz_pipelines.py").write_text(TZ_MODULE)
+    monkeypatch.setenv("EMATIX_FLOW_MODULE", "tz_pipelines")  # as for flow run, no --module
+    result = flow("export-k8s", "--image", IMAGE)
+    assert result.returncode == 0, result.stderr
+    (doc,) = load_all(result.stdout)
+    assert doc["spec"]["module"] == "tz_pipelines"
+    assert doc["spec"]["timeZone"] == "Europe/Paris"
+    validate_custom(doc)
+    cronjob = render_cronjob(doc["metadata"]["name"], "data", "uid-1", doc["spec"])
+    validate_strict(cronjob)
+    assert (cronjob["spec"]["schedule"], cronjob["spec"]["timeZone"]) == (
+        "0 6 * * *",
+        "Europe/Paris",
+    )
