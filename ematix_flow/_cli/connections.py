@@ -136,7 +136,7 @@ def set_(
 ) -> None:
     """Save NAME=DSN in ~/.ematix-flow/connections.toml (mode 0600; other entries are kept).
 
-    Example: flow connections set warehouse=postgresql://etl:secret@db.internal:5432/wh
+    Example: flow connections set warehouse=postgresql://etl:secret@db/wh
     """
     from ematix_flow.config import connect, overriding_sources, save_user_connection
 

@@ -292,7 +292,7 @@ def stop(
 ) -> None:
     """Stop the server; no process of it is left afterwards.
 
-    Example: flow dev-db stop --name warehouse
+    Example: flow dev-db stop
     """
     from ematix_flow._embedded import stop_embedded
 

@@ -113,7 +113,7 @@ def export_k8s(
 ) -> None:
     """Write the scheduled pipelines of a module as EmatixPipeline resources.
 
-    Example: flow export-k8s -m my_pipelines --image registry.example/pipes:1.4 -o k8s/
+    Example: flow export-k8s -m pipes --image registry.example/pipes:1.4 -o k8s/
     """
     from ematix_flow._k8s.export import export_pipelines, write_directory
 

@@ -354,10 +354,11 @@ def run_due(
 ) -> None:
     """Run every pipeline whose schedule came due since its last recorded run.
 
-    Schedules are read in each pipeline's timezone= (UTC without one). A failed run
-    counts as its slot's run: the pipeline waits for the next slot, unless
-    --retry-failed. Exits 0 unless something failed: a target skipped because another
-    run holds it, or already served its slot, is not a failure.
+    Schedules are read in each pipeline's timezone= (UTC without one).
+    A failed run counts as its slot's run: the pipeline waits for its next
+    slot, unless --retry-failed. Exits 0 unless something failed: a target
+    skipped because another run holds it, or already served its slot, is
+    not a failure.
 
     Example: flow run-due -m my_pipelines --retry-failed
     """
@@ -433,8 +434,8 @@ def history(
 ) -> None:
     """Show a pipeline's recent runs, newest first: a row per target, times in UTC.
 
-    A run's start is on its first row. Read from the run history where its targets
-    live.
+    A run's start is on its first row. Read from the run history where its
+    targets live.
 
     Example: flow history customer_sync -m my_pipelines -n 5
     """

@@ -111,10 +111,10 @@ def reset(
 ) -> None:
     """Clear a pipeline's watermarks, or set them with --to.
 
-    The next run then reads the whole source (or from --to on). Takes each target's
-    lock and records a 'reset' row in its history.
+    The next run then reads the whole source (or from --to on). Takes each
+    target's lock and records a 'reset' row in its history.
 
-    Example: flow state reset orders_sync -m my_pipelines --to '2026-01-01' --preview
+    Example: flow state reset orders_sync -m pipes --to 2026-01-01 --preview
     """
     from ematix_flow import pipeline
 
@@ -181,8 +181,7 @@ def backfill(
     One transaction per window and target; resumable (windows already done are
     skipped). The stored watermark moves only when a window passes it.
 
-    Example: flow backfill orders_sync -m my_pipelines --from 2026-01-01 --to 2026-01-08
-    --step 1d
+    Example: flow backfill orders_sync -m pipes --from 2026-01-01 --to 2026-01-08
     """
     from ematix_flow import pipeline
 

@@ -128,11 +128,13 @@ def commands() -> list[tuple[str, object]]:
 
 def test_every_command_s_help_shows_an_example_and_no_value_for_a_flag() -> None:
     for path, _command in commands():
-        result = CliRunner().invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "200"})
+        result = CliRunner().invoke(app, [*path.split()[1:], "--help"], env={"COLUMNS": "80"})
         assert result.exit_code == 0, (path, result.output)
         assert "<bool>" not in result.output, path
-        example = re.search(r"Example: (.*)", result.output)
+        # One example, on one line of an 80-column terminal, ready to copy.
+        example = re.search(r"Example: (.*)\n(.*)\n", result.output)
         assert example and path in example.group(1), (path, result.output)
+        assert not example.group(2).strip(), (path, result.output)
 
 
 def _short_options() -> dict[str, set[str]]:
