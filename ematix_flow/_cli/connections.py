@@ -170,9 +170,11 @@ def remove(
 ) -> None:
     """Remove NAME from ~/.ematix-flow/connections.toml (where `flow connections set` saves).
 
-    Asks first on a terminal (--yes to skip; required without one). A name configured
-    elsewhere (an environment variable, ./.ematix-flow.toml) is left alone: the command
-    says where it is and how to remove it.
+    Asks first on a terminal (--yes to skip; required without one). A name
+    configured elsewhere (an environment variable, ./.ematix-flow.toml) is
+    left alone: the command says where it is and how to remove it.
+
+    Example: flow connections remove warehouse --yes
     """
     import sys
 

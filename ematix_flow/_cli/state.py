@@ -106,7 +106,7 @@ def reset(
         bool,
         typer.Option("--preview", help="Show what the next run would read; change nothing."),
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     output: FormatOption = OutputFormat.text,
 ) -> None:
     """Clear a pipeline's watermarks, or set them with --to.
