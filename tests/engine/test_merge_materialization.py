@@ -46,19 +46,24 @@ def rolled_back(env: Any, steps: Any, statement: str) -> tuple[Any, ...] | None:
     return row
 
 
-@pytest.mark.parametrize(
-    ("mode", "incremental"), [("merge", None), ("scd1", None), ("merge", "id"), ("append", None)]
-)
-def test_same_db_statement_does_not_materialize_the_source(
-    env: Any, mode: str, incremental: str | None
-) -> None:
+def items(env: Any) -> Source:
+    """1,000 rows in the warehouse, read as a same-DB source."""
     env.wh(
         "CREATE TABLE items (id bigint PRIMARY KEY, v text)",
         "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g",
         "CREATE SCHEMA wh",
         "ANALYZE items",
     )
-    source = Source.postgres_query(env.warehouse, "SELECT id, v FROM items")
+    return Source.postgres_query(env.warehouse, "SELECT id, v FROM items")
+
+
+@pytest.mark.parametrize(
+    ("mode", "incremental"), [("merge", None), ("scd1", None), ("merge", "id"), ("append", None)]
+)
+def test_same_db_statement_does_not_materialize_the_source(
+    env: Any, mode: str, incremental: str | None
+) -> None:
+    source = items(env)
     opts = TargetOptions(table=Item.__table_spec__, mode=mode, incremental_column=incremental)
     fresh = plan(opts, source, env.warehouse, pipeline="p")
     # the table exists (with the keys a direct load builds after it): staged
@@ -77,13 +82,7 @@ def test_same_db_statement_does_not_materialize_the_source(
 
 @pytest.mark.parametrize("mode", ["merge", "scd1", "scd2", "append"])
 def test_load_into_a_new_table_is_one_insert_that_does_not_materialize(env: Any, mode: str) -> None:
-    env.wh(
-        "CREATE TABLE items (id bigint PRIMARY KEY, v text)",
-        "INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 1000) g",
-        "CREATE SCHEMA wh",
-        "ANALYZE items",
-    )
-    source = Source.postgres_query(env.warehouse, "SELECT id, v FROM items")
+    source = items(env)
     p = plan(
         TargetOptions(table=Item.__table_spec__, mode=mode), source, env.warehouse, pipeline="p"
     )
