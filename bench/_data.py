@@ -63,11 +63,14 @@ def change_ten_percent(conn: psycopg.Connection[Any], round_no: int) -> int:
     """Change every compared column of a different 10% of the rows each round.
 
     Round ``r`` touches the keys with ``id % 10 = r % 10``, so after a target caught up
-    with round ``r - 1``, exactly 10% of its rows differ from the source.
+    with round ``r - 1``, exactly 10% of its rows differ from the source. ``updated_at``
+    moves ``r`` years on, past every value of earlier rounds (N seconds span under a
+    year up to N = 31M), so a target reading ``incremental_column="updated_at"`` above
+    its watermark reads exactly the changed rows.
     """
     cur = conn.execute(
         "UPDATE public.items SET amount = amount + %(r)s, active = NOT active, "
-        "updated_at = updated_at + %(r)s * interval '1 hour' WHERE mod(id, 10) = %(m)s",
+        "updated_at = updated_at + %(r)s * interval '1 year' WHERE mod(id, 10) = %(m)s",
         {"r": round_no, "m": round_no % 10},
     )
     conn.execute("VACUUM ANALYZE public.items")

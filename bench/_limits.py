@@ -7,11 +7,25 @@
 - :func:`hand_merge` — the floor of a same-DB merge: the bare ``INSERT … SELECT … ON
   CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM`` from the source table, one
   statement.
-- :func:`hand_scd2` — hand-written same-DB SCD2: md5 row hash of the compared columns,
-  one UPDATE closing changed current versions, one INSERT of new versions (changed and
-  new keys; anti-join by ``NOT EXISTS``), one transaction.
+- :func:`hand_scd2` — hand-written same-DB SCD2: ``md5(ROW(…)::text)`` row hash of the
+  compared columns, one UPDATE closing changed current versions, one INSERT of new
+  versions (changed and new keys; anti-join by ``NOT EXISTS``), one transaction; on a
+  table whose only index is the partial unique index on the key ``WHERE is_current``
+  (:func:`create_limit_scd2_target`), or, with ``primary_key=True``, with the engine's
+  ``(id, valid_from)`` primary key besides.
 
-Both return seconds measured around the whole unit of work (connect → commit).
+Initial loads into an empty table (each creates its table in its own transaction):
+
+- :func:`bare_copy` — cross-DB: the binary COPY pipe straight into a fresh table with
+  the key of the engine's merge target;
+- :func:`bare_insert` — same-DB: one ``INSERT … SELECT`` into a fresh table with that
+  key;
+- :func:`bare_insert_scd2` — same-DB: one ``INSERT … SELECT`` into a fresh table built by
+  the engine's own DDL for an SCD2 target (:func:`engine_ddl`: same columns, same
+  indexes, in the order the engine builds them), the framework columns filled as the
+  engine fills them on a first load.
+
+Each returns seconds measured around the whole unit of work (connect → commit).
 
 - :func:`hash_cost` — the row hash alone, today's canonical one against the previous
   ``md5(ROW(…)::text)``, over the source table (same-DB) and over a temporary stage
@@ -29,10 +43,15 @@ from bench._data import COLUMN_DDL, COLUMNS, NON_KEY, SOURCE_QUERY
 
 __all__ = [
     "COPY_BUFFER",
+    "EngineDdl",
     "LimitTiming",
+    "bare_copy",
+    "bare_insert",
+    "bare_insert_scd2",
     "copy_merge",
     "create_limit_merge_target",
     "create_limit_scd2_target",
+    "engine_ddl",
     "hand_merge",
     "hand_scd2",
     "hash_cost",
@@ -44,11 +63,15 @@ _COLS = ", ".join(COLUMNS)
 _SETS = ", ".join(f"{c} = EXCLUDED.{c}" for c in NON_KEY)
 _T_NON_KEY = ", ".join(f"t.{c}" for c in NON_KEY)
 _X_NON_KEY = ", ".join(f"EXCLUDED.{c}" for c in NON_KEY)
+#: The engine's previous row hash (before the canonical one), for :func:`hash_cost`.
 _HASH = (
     "md5(ROW("
     + ", ".join(f"{c} AT TIME ZONE 'UTC'" if c == "updated_at" else c for c in NON_KEY)
     + ")::text)"
 )
+#: The hand-written SCD2's row hash: ``md5(ROW(s.<compare cols>)::text)``.
+_HAND_HASH = "md5(ROW(" + ", ".join(f"s.{c}" for c in NON_KEY) + ")::text)"
+_S_COLS = ", ".join(f"s.{c}" for c in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -65,24 +88,30 @@ def create_limit_merge_target(tgt: psycopg.Connection, table: str) -> None:
     tgt.execute(f"CREATE TABLE bench.{table} ({COLUMN_DDL}, PRIMARY KEY (id))")
 
 
+def _pipe(src: psycopg.Connection, tgt: psycopg.Connection, into: str) -> None:
+    """The binary COPY of the source query into ``into`` (a table of the target),
+    coalesced into ~``COPY_BUFFER`` writes."""
+    with (
+        src.cursor().copy(f"COPY ({SOURCE_QUERY}) TO STDOUT (FORMAT BINARY)") as cin,
+        tgt.cursor().copy(f"COPY {into} ({_COLS}) FROM STDIN (FORMAT BINARY)") as cout,
+    ):
+        buf = bytearray()
+        for block in cin:
+            buf += block
+            if len(buf) >= COPY_BUFFER:
+                cout.write(buf)
+                buf = bytearray()  # a fresh buffer: write() may still hold the old
+        if buf:
+            cout.write(buf)
+
+
 def copy_merge(source_url: str, target_url: str, table: str) -> LimitTiming:
     """Binary COPY pipe source → temp stage, then one upsert into ``bench.<table>``."""
     t0 = time.perf_counter()
     with psycopg.connect(source_url) as src, psycopg.connect(target_url) as tgt:
         with tgt.transaction():
             tgt.execute(f"CREATE TEMP TABLE stage ({COLUMN_DDL}) ON COMMIT DROP")
-            with (
-                src.cursor().copy(f"COPY ({SOURCE_QUERY}) TO STDOUT (FORMAT BINARY)") as cin,
-                tgt.cursor().copy(f"COPY stage ({_COLS}) FROM STDIN (FORMAT BINARY)") as cout,
-            ):
-                buf = bytearray()
-                for block in cin:
-                    buf += block
-                    if len(buf) >= COPY_BUFFER:
-                        cout.write(buf)
-                        buf = bytearray()  # a fresh buffer: write() may still hold the old
-                if buf:
-                    cout.write(buf)
+            _pipe(src, tgt, "stage")
             t1 = time.perf_counter()
             cur = tgt.execute(
                 f"INSERT INTO bench.{table} AS t ({_COLS}) SELECT {_COLS} FROM stage "
@@ -94,6 +123,31 @@ def copy_merge(source_url: str, target_url: str, table: str) -> LimitTiming:
     return LimitTiming(
         t2 - t0, phases=(("copy", t1 - t0), ("upsert", t2 - t1)), rows_written=written
     )
+
+
+def bare_copy(source_url: str, target_url: str, table: str) -> LimitTiming:
+    """A first cross-DB load at COPY speed: ``bench.<table>`` created with the merge
+    target's key, then the binary COPY pipe straight into it, one transaction."""
+    t0 = time.perf_counter()
+    with psycopg.connect(source_url) as src, psycopg.connect(target_url) as tgt:
+        with tgt.transaction():
+            tgt.execute(f"CREATE TABLE bench.{table} ({COLUMN_DDL}, PRIMARY KEY (id))")
+            _pipe(src, tgt, f"bench.{table}")
+            written = tgt.execute(f"SELECT count(*) FROM bench.{table}").fetchone()[0]
+        t1 = time.perf_counter()
+    return LimitTiming(t1 - t0, phases=(("copy", t1 - t0),), rows_written=written)
+
+
+def bare_insert(target_url: str, table: str) -> LimitTiming:
+    """A first same-DB load: ``bench.<table>`` created with the merge target's key,
+    then one ``INSERT … SELECT`` from the source table, one transaction."""
+    t0 = time.perf_counter()
+    with psycopg.connect(target_url) as tgt:
+        with tgt.transaction():
+            tgt.execute(f"CREATE TABLE bench.{table} ({COLUMN_DDL}, PRIMARY KEY (id))")
+            written = tgt.execute(f"INSERT INTO bench.{table} ({_COLS}) {SOURCE_QUERY}").rowcount
+        t1 = time.perf_counter()
+    return LimitTiming(t1 - t0, phases=(("insert", t1 - t0),), rows_written=written)
 
 
 def hand_merge(target_url: str, table: str) -> LimitTiming:
@@ -110,15 +164,18 @@ def hand_merge(target_url: str, table: str) -> LimitTiming:
     return LimitTiming(t1 - t0, phases=(("upsert", t1 - t0),), rows_written=written)
 
 
-def create_limit_scd2_target(tgt: psycopg.Connection, table: str) -> None:
-    """The same physical shape the engine gives an SCD2 target: history rows keyed by
-    (key, valid_from), at most one current version per key (partial unique index)."""
+def create_limit_scd2_target(
+    tgt: psycopg.Connection, table: str, *, primary_key: bool = False
+) -> None:
+    """The hand-written SCD2's table: history rows, at most one current version per key,
+    enforced and served by the partial unique index on ``id WHERE is_current`` — its only
+    index. ``primary_key=True`` adds the engine's ``PRIMARY KEY (id, valid_from)``."""
     tgt.execute("CREATE SCHEMA IF NOT EXISTS bench")
     tgt.execute(f"DROP TABLE IF EXISTS bench.{table}")
+    pk = ", PRIMARY KEY (id, valid_from)" if primary_key else ""
     tgt.execute(
         f"CREATE TABLE bench.{table} ({COLUMN_DDL}, valid_from timestamptz NOT NULL, "
-        "valid_to timestamptz, is_current boolean NOT NULL, row_hash text NOT NULL, "
-        "PRIMARY KEY (id, valid_from))"
+        f"valid_to timestamptz, is_current boolean NOT NULL, row_hash text NOT NULL{pk})"
     )
     tgt.execute(f"CREATE UNIQUE INDEX ON bench.{table} (id) WHERE is_current")
 
@@ -130,20 +187,78 @@ def hand_scd2(target_url: str, table: str) -> LimitTiming:
         with tgt.transaction():
             closed = tgt.execute(
                 f"UPDATE bench.{table} AS t SET is_current = false, valid_to = now() "
-                f"FROM (SELECT id, {_HASH} AS h FROM public.items) AS s "
-                "WHERE t.is_current AND t.id = s.id AND t.row_hash <> s.h"
+                "FROM public.items AS s "
+                f"WHERE t.id = s.id AND t.is_current AND t.row_hash <> {_HAND_HASH}"
             ).rowcount
             t1 = time.perf_counter()
             inserted = tgt.execute(
                 f"INSERT INTO bench.{table} ({_COLS}, valid_from, valid_to, is_current, "
-                f"row_hash) SELECT {_COLS}, now(), NULL, true, {_HASH} FROM public.items AS s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM bench.{table} AS c "
-                "WHERE c.is_current AND c.id = s.id)"
+                f"row_hash) SELECT {_S_COLS}, now(), NULL, true, {_HAND_HASH} "
+                f"FROM public.items AS s WHERE NOT EXISTS (SELECT 1 FROM bench.{table} AS c "
+                "WHERE c.id = s.id AND c.is_current)"
             ).rowcount
         t2 = time.perf_counter()
     return LimitTiming(
         t2 - t0, phases=(("close", t1 - t0), ("insert", t2 - t1)), rows_written=closed + inserted
     )
+
+
+@dataclass(frozen=True)
+class EngineDdl:
+    """The engine's DDL for a target created by its run: the statements before its first
+    data statement (``before``) and those after it (``after``: indexes built after the
+    load, if the engine does that)."""
+
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+
+
+def engine_ddl(target_url: str, table: str, mode: str) -> EngineDdl:
+    """What the engine's plan creates for ``bench.<table>`` (absent) in ``mode``, read
+    from its plan of a same-DB sync from ``public.items``."""
+    from bench._worker import items_table
+    from ematix_flow import _core
+    from ematix_flow._engine import TargetOptions, plan
+    from ematix_flow.source import Source
+
+    conn = _core.connect(target_url)
+    spec = items_table(table).__table_spec__
+    steps = plan(
+        TargetOptions(table=spec, mode=mode, keys=("id",)),
+        Source.postgres_query(conn, SOURCE_QUERY),
+        conn,
+        pipeline="bench_yardstick",
+    ).steps
+    first_data = next(i for i, s in enumerate(steps) if s.kind == "data")
+    return EngineDdl(
+        before=tuple(s.sql for s in steps[:first_data] if s.kind == "ddl"),
+        after=tuple(s.sql for s in steps[first_data:] if s.kind == "ddl"),
+    )
+
+
+def bare_insert_scd2(target_url: str, table: str, ddl: EngineDdl) -> LimitTiming:
+    """A first same-DB SCD2 load: ``bench.<table>`` built by the engine's DDL, then one
+    ``INSERT … SELECT`` with the framework columns filled as on a first load (valid from
+    now, open, current, the engine's canonical row hash), one transaction."""
+    from ematix_flow._engine.sql_common import render, row_hash
+    from ematix_flow._session import pin
+
+    canonical = render(row_hash("s", [(c, _NON_KEY_TYPES[c]) for c in NON_KEY]))
+    t0 = time.perf_counter()
+    with psycopg.connect(target_url) as tgt:
+        pin(tgt)  # the engine's sessions run pinned (the hash reads no session setting)
+        with tgt.transaction():
+            for stmt in ddl.before:
+                tgt.execute(stmt)
+            written = tgt.execute(
+                f"INSERT INTO bench.{table} ({_COLS}, valid_from, valid_to, is_current, "
+                f"row_hash) SELECT {_S_COLS}, now(), NULL, true, {canonical} "
+                "FROM public.items AS s"
+            ).rowcount
+            for stmt in ddl.after:
+                tgt.execute(stmt)
+        t1 = time.perf_counter()
+    return LimitTiming(t1 - t0, phases=(("insert", t1 - t0),), rows_written=written)
 
 
 #: The types of the compared columns, as the engine's hash sees them.

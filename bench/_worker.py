@@ -11,6 +11,13 @@ process's ``VmRSS`` before the run and its ``VmHWM`` (peak) after it, from
 JSON fields: ``mode`` (merge|scd2), ``source_url``, ``target_url``, ``table`` (target
 table name in schema ``bench``), ``query`` (source SQL), ``profile`` (optional path:
 write a cProfile dump of the sync there).
+
+With ``targets`` (a list of ``{"table", "mode", "incremental_column"?}``) instead of
+``mode``/``table``, the run is one declarative pipeline, ``@ematix.pipeline(targets=[…])``
+named ``pipeline``, reading ``query`` through the connection ``bench_source`` and
+writing through ``bench_target`` (``EMATIX_FLOW_DSN_*`` set to the two URLs): the
+fan-out scenario. Its line then carries ``targets``: per target ``table``, ``result``
+and ``steps``.
 """
 
 from __future__ import annotations
@@ -47,20 +54,57 @@ def items_table(table: str) -> type:
     return type("BenchItems", (ManagedTable,), attrs)
 
 
+def declare_fan_out(spec: dict[str, Any]) -> str:
+    """Declare the fan-out pipeline of ``spec`` (see the module docstring); its name."""
+    import os
+
+    from ematix_flow import ematix
+
+    os.environ["EMATIX_FLOW_DSN_BENCH_SOURCE"] = spec["source_url"]
+    os.environ["EMATIX_FLOW_DSN_BENCH_TARGET"] = spec["target_url"]
+    targets = []
+    for t in spec["targets"]:
+        options: dict[str, Any] = {"mode": t["mode"]}
+        if t["mode"] != "append":
+            options["keys"] = ("id",)
+        if t.get("incremental_column"):
+            options["incremental_column"] = t["incremental_column"]
+        targets.append(ematix.target(items_table(t["table"]), **options))
+    query = spec["query"]
+
+    @ematix.pipeline(
+        targets=targets,
+        source_connection="bench_source",
+        target_connection="bench_target",
+        name=spec["pipeline"],
+    )
+    def fan_out(src_conn: Any, tgt_conn: Any) -> str:
+        return query
+
+    return fan_out.name
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from ematix_flow import _core, pipeline
     from ematix_flow.source import Source
 
-    target = items_table(spec["table"])
-    source = Source.postgres_query(_core.connect(spec["source_url"]), spec["query"])
-    tgt = _core.connect(spec["target_url"])
-    name = f"bench_{spec['table']}"
+    if "targets" in spec:
+        name = declare_fan_out(spec)
+    else:
+        target = items_table(spec["table"])
+        source = Source.postgres_query(_core.connect(spec["source_url"]), spec["query"])
+        tgt = _core.connect(spec["target_url"])
+        name = f"bench_{spec['table']}"
 
-    @pipeline.register(name=name)
-    def bench_pipeline() -> dict[str, Any]:
-        return pipeline.sync(
-            target=target, source=source, target_connection=tgt, mode=spec["mode"], keys=("id",)
-        )
+        @pipeline.register(name=name)
+        def bench_pipeline() -> dict[str, Any]:
+            return pipeline.sync(
+                target=target,
+                source=source,
+                target_connection=tgt,
+                mode=spec["mode"],
+                keys=("id",),
+            )
 
     rss_start = _status_kib("VmRSS")
     profiler = None
@@ -78,14 +122,25 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if not report.ok:
         errors = [report.error, *(r.error for r in report.results)]
         raise SystemExit(f"engine run failed: {'; '.join(e for e in errors if e)}")
-    (outcome,) = report.results
-    return {
+    outcomes = [
+        {
+            "table": outcome.target,
+            "result": json.loads(json.dumps(outcome.summary(), default=str)),
+            "steps": [[step.label, step.duration_s] for step in outcome.steps],
+        }
+        for outcome in report.results
+    ]
+    out: dict[str, Any] = {
         "seconds": seconds,
-        "result": json.loads(json.dumps(outcome.summary(), default=str)),
-        "steps": [[step.label, step.duration_s] for step in outcome.steps],
         "rss_start_kib": rss_start,
         "rss_peak_kib": _status_kib("VmHWM"),
     }
+    if "targets" in spec:
+        out["targets"] = outcomes
+    else:
+        (one,) = outcomes
+        out.update(result=one["result"], steps=one["steps"])
+    return out
 
 
 if __name__ == "__main__":
