@@ -55,6 +55,7 @@ __all__ = [
     "hand_merge",
     "hand_scd2",
     "hash_cost",
+    "scd2_target_ddl",
 ]
 
 COPY_BUFFER = 128 * 1024
@@ -164,20 +165,26 @@ def hand_merge(target_url: str, table: str) -> LimitTiming:
     return LimitTiming(t1 - t0, phases=(("upsert", t1 - t0),), rows_written=written)
 
 
-def create_limit_scd2_target(
-    tgt: psycopg.Connection, table: str, *, primary_key: bool = False
-) -> None:
+def scd2_target_ddl(table: str, *, primary_key: bool = False) -> list[str]:
     """The hand-written SCD2's table: history rows, at most one current version per key,
     enforced and served by the partial unique index on ``id WHERE is_current`` — its only
     index. ``primary_key=True`` adds the engine's ``PRIMARY KEY (id, valid_from)``."""
+    pk = ", PRIMARY KEY (id, valid_from)" if primary_key else ""
+    return [
+        f"CREATE TABLE bench.{table} ({COLUMN_DDL}, valid_from timestamptz NOT NULL, "
+        f"valid_to timestamptz, is_current boolean NOT NULL, row_hash text NOT NULL{pk})",
+        f"CREATE UNIQUE INDEX ON bench.{table} (id) WHERE is_current",
+    ]
+
+
+def create_limit_scd2_target(
+    tgt: psycopg.Connection, table: str, *, primary_key: bool = False
+) -> None:
+    """(Re)create the table of :func:`scd2_target_ddl`, empty."""
     tgt.execute("CREATE SCHEMA IF NOT EXISTS bench")
     tgt.execute(f"DROP TABLE IF EXISTS bench.{table}")
-    pk = ", PRIMARY KEY (id, valid_from)" if primary_key else ""
-    tgt.execute(
-        f"CREATE TABLE bench.{table} ({COLUMN_DDL}, valid_from timestamptz NOT NULL, "
-        f"valid_to timestamptz, is_current boolean NOT NULL, row_hash text NOT NULL{pk})"
-    )
-    tgt.execute(f"CREATE UNIQUE INDEX ON bench.{table} (id) WHERE is_current")
+    for stmt in scd2_target_ddl(table, primary_key=primary_key):
+        tgt.execute(stmt)
 
 
 def hand_scd2(target_url: str, table: str) -> LimitTiming:

@@ -43,6 +43,7 @@ so a fast but wrong engine cannot pass.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -51,7 +52,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -816,6 +817,21 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(text + footer)
 
 
+@contextlib.contextmanager
+def serve(server_url: str | None) -> Iterator[str]:
+    """``server_url``, or that of an embedded PostgreSQL started (and stopped) here."""
+    if server_url is not None:
+        yield server_url
+        return
+    from ematix_flow._embedded import start_embedded
+
+    server = start_embedded(tempfile.mkdtemp(prefix="efbench"))
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="N (default 1,000,000)")
@@ -831,14 +847,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     repeat = args.repeat or (1 if args.quick else 3)
     if args.profile_dir:
         Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
-    server = None
-    server_url = args.server_url
-    if server_url is None:
-        from ematix_flow._embedded import start_embedded
-
-        server = start_embedded(tempfile.mkdtemp(prefix="efbench"))
-        server_url = server.uri
-    try:
+    with serve(args.server_url) as server_url:
         report = run_bench(
             server_url,
             rows=rows,
@@ -847,9 +856,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rss_factor=args.rss_factor,
             profile_dir=args.profile_dir,
         )
-    finally:
-        if server is not None:
-            server.stop()
     print(format_table(report))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=2, default=str))

@@ -1,0 +1,213 @@
+"""Where same-DB scd2's time goes, next to hand-written SCD2: one candidate at a time.
+
+Usage (from the repository root)::
+
+    python -m bench.scd2_gap                 # N = 1,000,000, medians of 3 runs
+    python -m bench.scd2_gap --rows 200000 --repeat 5
+
+The bench gates same-DB scd2 against hand-written SCD2 on a table whose only index is
+the partial unique index on the key ``WHERE is_current`` (:func:`bench._limits.hand_scd2`).
+This probe measures, interleaved, for the initial load and a 10% re-sync:
+
+A. that yardstick;
+B. the same statements on a table that also has the engine's ``(id, valid_from)``
+   primary key;
+C. the engine's own statements, taken from its plan (duplicate-key check, source count,
+   close, insert; each timed), run by hand as the engine runs them (one REPEATABLE READ
+   transaction, a savepoint each; a first load creates the table in it) on table A's
+   shape;
+D. the same on the engine's table (its own DDL: table B's shape);
+E. the engine's run (``pipeline.run`` in a fresh process), which adds connecting,
+   planning, inspecting, DDL and its state rows to D;
+
+and the row hash alone (``SELECT max(hash)`` over the source, as the bench's row-hash
+rows do). B - A and D - C are the primary key's cost; C - A less the check and count is
+the engine's statement shape and hash; E - D the run's fixed cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import _limits
+from bench._data import SOURCE_QUERY, change_ten_percent, create_items
+from bench.run import _admin, _db_url, _drop, _drop_database, _log, _settle, run_engine, serve
+
+__all__ = ["main", "probe"]
+
+#: (key, label) of each variant, in the order they run.
+VARIANTS = (
+    ("hand", "A hand-written SCD2 (partial unique index only)"),
+    ("hand_pk", "B hand-written SCD2 + (id, valid_from) primary key"),
+    ("stmts", "C engine statements, partial unique index only"),
+    ("stmts_pk", "D engine statements, engine's table (+ primary key)"),
+    ("engine", "E engine run (pipeline.run)"),
+)
+_STATEMENT_KINDS = ("setting", "check", "data")
+
+
+def _engine_statements(url: str, table: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The engine's plan of a same-DB scd2 sync from ``public.items`` into
+    ``bench.<table>`` as it stands now (absent: a first load): its DDL, and (label, SQL)
+    of its checks and data statements."""
+    from bench._worker import items_table
+    from ematix_flow import _core
+    from ematix_flow._engine import TargetOptions, plan
+    from ematix_flow.source import Source
+
+    conn = _core.connect(url)
+    steps = plan(
+        TargetOptions(table=items_table(table).__table_spec__, mode="scd2", keys=("id",)),
+        Source.postgres_query(conn, SOURCE_QUERY),
+        conn,
+        pipeline="bench_scd2_gap",
+    ).steps
+    ddl = [s.sql for s in steps if s.kind == "ddl"]
+    return ddl, [(s.label, s.sql) for s in steps if s.kind in _STATEMENT_KINDS]
+
+
+def _run_statements(
+    url: str, ddl: list[str], statements: list[tuple[str, str]], source: str, table: str
+) -> tuple[float, dict[str, float]]:
+    """``ddl``, then the statements (written for ``bench.<source>``) on
+    ``bench.<table>``, as the engine runs them: one REPEATABLE READ transaction in a
+    pinned session, each statement in a savepoint. The total and each statement's time."""
+    from ematix_flow._session import pin
+
+    old, new = f'"bench"."{source}"', f'"bench"."{table}"'
+    each: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        pin(conn)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            for text in ddl:
+                conn.execute(text)
+            for label, text in statements:
+                t = time.perf_counter()
+                with conn.transaction():
+                    conn.execute(text.replace(old, new))
+                each[label] = time.perf_counter() - t
+    return time.perf_counter() - t0, each
+
+
+def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
+    """Measure the variants of the module docstring; every sample, by phase."""
+    db = f"bench_{uuid.uuid4().hex[:8]}_gap"
+    with _admin(server_url) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    url = _db_url(server_url, db)
+    out: dict[str, Any] = {"rows": rows, "repeat": repeat, "samples": {}, "statements": {}}
+
+    def sample(phase: str, key: str, seconds: float) -> None:
+        out["samples"].setdefault(phase, {}).setdefault(key, []).append(seconds)
+
+    tables = {key: f"gap_{key}" for key, _ in VARIANTS}
+    try:
+        _log(f"generating {rows:,} rows")
+        with _admin(url) as conn:
+            create_items(conn, rows)
+            conn.execute("CREATE SCHEMA bench")
+        for phase in ("initial", "changed"):
+            for i in range(repeat):
+                ddl: dict[str, list[str]] = {"stmts": [], "stmts_pk": []}
+                if phase == "initial":
+                    _drop(url, *(f"bench.{t}" for t in tables.values()))
+                    engine_ddl, statements = _engine_statements(url, tables["stmts_pk"])
+                    # created inside the timed transaction, as the engine creates its table
+                    ddl["stmts"] = _limits.scd2_target_ddl(tables["stmts"])
+                    ddl["stmts_pk"] = engine_ddl
+                    with _admin(url) as conn:
+                        _limits.create_limit_scd2_target(conn, tables["hand"])
+                        _limits.create_limit_scd2_target(conn, tables["hand_pk"], primary_key=True)
+                else:
+                    with _admin(url) as conn:
+                        change_ten_percent(conn, i + 1)
+                    _, statements = _engine_statements(url, tables["stmts_pk"])
+                for key, _ in VARIANTS:
+                    table = tables[key]
+                    _settle(url, *([f"bench.{table}"] if phase == "changed" else []))
+                    if key.startswith("hand"):
+                        seconds = _limits.hand_scd2(url, table).seconds
+                    elif key.startswith("stmts"):
+                        seconds, each = _run_statements(
+                            url, ddl[key], statements, tables["stmts_pk"], table
+                        )
+                        for label, s in each.items():
+                            sample(phase, f"{key}: {label}", s)
+                    else:
+                        r = run_engine(
+                            {
+                                "mode": "scd2",
+                                "table": table,
+                                "source_url": url,
+                                "target_url": url,
+                                "query": SOURCE_QUERY,
+                            }
+                        )
+                        seconds = r["seconds"]
+                        for label, s in r["steps"]:
+                            sample(phase, f"{key}: {label}", s)
+                    sample(phase, key, seconds)
+                    _log(f"{phase} {i + 1}/{repeat} {key}: {seconds:.2f}s")
+            out["statements"][phase] = statements
+        for _ in range(repeat):
+            old, new = _limits.hash_cost(url, stage=False)
+            sample("hash", "md5(ROW(…)::text)", old)
+            sample("hash", "canonical row hash", new)
+    finally:
+        _drop_database(server_url, db)
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    med = {
+        phase: {k: statistics.median(v) for k, v in samples.items()}
+        for phase, samples in report["samples"].items()
+    }
+    ini, chg = med["initial"], med["changed"]
+    lines = [
+        f"{'variant':<58} | initial          | 10% changed",
+        "-" * 59 + "+" + "-" * 18 + "+" + "-" * 18,
+    ]
+    for key, label in VARIANTS:
+        cells = [f"{m[key]:6.2f} s  {m[key] / m['hand']:.2f}×" for m in (ini, chg)]
+        lines.append(f"{label:<58} | {cells[0]:<16} | {cells[1]}")
+        steps = [k for k in ini if k.startswith(f"{key}: ")]
+        for step in steps:
+            a, b = ini.get(step, 0.0), chg.get(step, 0.0)
+            if max(a, b) >= 0.02:
+                lines.append(f"    {step.split(': ', 1)[1]:<54} | {a:6.2f} s         | {b:6.2f} s")
+    lines += [
+        "",
+        f"N = {report['rows']:,}; medians of {report['repeat']} runs; ratios against A.",
+        "row hash alone over N rows: "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in med["hash"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.scd2_gap", description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="N (default 1,000,000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--server-url", help="use this PostgreSQL server (needs CREATEDB)")
+    args = parser.parse_args(argv)
+    with serve(args.server_url) as server_url:
+        report = probe(server_url, rows=args.rows, repeat=args.repeat)
+    print(format_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
