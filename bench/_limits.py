@@ -48,6 +48,7 @@ __all__ = [
     "bare_copy",
     "bare_insert",
     "bare_insert_scd2",
+    "canonical_hash",
     "copy_merge",
     "create_limit_merge_target",
     "create_limit_scd2_target",
@@ -187,20 +188,21 @@ def create_limit_scd2_target(
         tgt.execute(stmt)
 
 
-def hand_scd2(target_url: str, table: str) -> LimitTiming:
-    """Same-DB SCD2 from ``public.items`` into ``bench.<table>``: close, then insert."""
+def hand_scd2(target_url: str, table: str, *, row_hash: str = _HAND_HASH) -> LimitTiming:
+    """Same-DB SCD2 from ``public.items`` (alias ``s``) into ``bench.<table>``: close,
+    then insert. ``row_hash``: the hash expression (``md5(ROW(s.…)::text)``)."""
     t0 = time.perf_counter()
     with psycopg.connect(target_url) as tgt:
         with tgt.transaction():
             closed = tgt.execute(
                 f"UPDATE bench.{table} AS t SET is_current = false, valid_to = now() "
                 "FROM public.items AS s "
-                f"WHERE t.id = s.id AND t.is_current AND t.row_hash <> {_HAND_HASH}"
+                f"WHERE t.id = s.id AND t.is_current AND t.row_hash <> {row_hash}"
             ).rowcount
             t1 = time.perf_counter()
             inserted = tgt.execute(
                 f"INSERT INTO bench.{table} ({_COLS}, valid_from, valid_to, is_current, "
-                f"row_hash) SELECT {_S_COLS}, now(), NULL, true, {_HAND_HASH} "
+                f"row_hash) SELECT {_S_COLS}, now(), NULL, true, {row_hash} "
                 f"FROM public.items AS s WHERE NOT EXISTS (SELECT 1 FROM bench.{table} AS c "
                 "WHERE c.id = s.id AND c.is_current)"
             ).rowcount
@@ -208,6 +210,13 @@ def hand_scd2(target_url: str, table: str) -> LimitTiming:
     return LimitTiming(
         t2 - t0, phases=(("close", t1 - t0), ("insert", t2 - t1)), rows_written=closed + inserted
     )
+
+
+def canonical_hash(alias: str) -> str:
+    """The engine's canonical row hash of the compared columns of ``alias``."""
+    from ematix_flow._engine.sql_common import render, row_hash
+
+    return render(row_hash(alias, [(c, _NON_KEY_TYPES[c]) for c in NON_KEY]))
 
 
 @dataclass(frozen=True)
@@ -247,10 +256,9 @@ def bare_insert_scd2(target_url: str, table: str, ddl: EngineDdl) -> LimitTiming
     """A first same-DB SCD2 load: ``bench.<table>`` built by the engine's DDL, then one
     ``INSERT … SELECT`` with the framework columns filled as on a first load (valid from
     now, open, current, the engine's canonical row hash), one transaction."""
-    from ematix_flow._engine.sql_common import render, row_hash
     from ematix_flow._session import pin
 
-    canonical = render(row_hash("s", [(c, _NON_KEY_TYPES[c]) for c in NON_KEY]))
+    canonical = canonical_hash("s")
     t0 = time.perf_counter()
     with psycopg.connect(target_url) as tgt:
         pin(tgt)  # the engine's sessions run pinned (the hash reads no session setting)
@@ -282,10 +290,9 @@ def hash_cost(target_url: str, *, stage: bool) -> tuple[float, float]:
     """Seconds to hash every row of ``public.items`` (or of a TEMP copy of it, the
     cross-DB stage) with the previous hash and with the engine's canonical one:
     ``(previous, canonical)``. Each is ``SELECT max(hash)``, so every row is hashed."""
-    from ematix_flow._engine.sql_common import render, row_hash
     from ematix_flow._session import pin
 
-    canonical = render(row_hash("i", [(c, _NON_KEY_TYPES[c]) for c in NON_KEY]))
+    canonical = canonical_hash("i")
     previous = _HASH.replace("md5(ROW(", "md5(ROW(i.", 1).replace(", ", ", i.")
     with psycopg.connect(target_url) as conn:
         pin(conn)  # the engine's sessions run pinned; so does this yardstick

@@ -9,7 +9,7 @@ The bench gates same-DB scd2 against hand-written SCD2 on a table whose only ind
 the partial unique index on the key ``WHERE is_current`` (:func:`bench._limits.hand_scd2`).
 This probe measures, interleaved, for the initial load and a 10% re-sync:
 
-A. that yardstick;
+A. that yardstick; A'. the same with the engine's canonical row hash for md5(ROW(…));
 B. the same statements on a table that also has the engine's ``(id, valid_from)``
    primary key;
 C. the engine's own statements, taken from its plan (duplicate-key check, source count,
@@ -21,8 +21,8 @@ E. the engine's run (``pipeline.run`` in a fresh process), which adds connecting
    planning, inspecting, DDL and its state rows to D;
 
 and the row hash alone (``SELECT max(hash)`` over the source, as the bench's row-hash
-rows do). B - A and D - C are the primary key's cost; C - A less the check and count is
-the engine's statement shape and hash; E - D the run's fixed cost.
+rows do). A' - A is the hash's cost; B - A and D - C the primary key's; C - A less the
+check and count the engine's statement shape and hash; E - D the run's fixed cost.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = ["main", "probe"]
 #: (key, label) of each variant, in the order they run.
 VARIANTS = (
     ("hand", "A hand-written SCD2 (partial unique index only)"),
+    ("hand_canon", "A' A with the engine's canonical row hash"),
     ("hand_pk", "B hand-written SCD2 + (id, valid_from) primary key"),
     ("stmts", "C engine statements, partial unique index only"),
     ("stmts_pk", "D engine statements, engine's table (+ primary key)"),
@@ -128,6 +129,7 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                     ddl["stmts_pk"] = engine_ddl
                     with _admin(url) as conn:
                         _limits.create_limit_scd2_target(conn, tables["hand"])
+                        _limits.create_limit_scd2_target(conn, tables["hand_canon"])
                         _limits.create_limit_scd2_target(conn, tables["hand_pk"], primary_key=True)
                 else:
                     with _admin(url) as conn:
@@ -137,13 +139,24 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                     table = tables[key]
                     _settle(url, *([f"bench.{table}"] if phase == "changed" else []))
                     if key.startswith("hand"):
-                        seconds = _limits.hand_scd2(url, table).seconds
+                        t = _limits.hand_scd2(
+                            url,
+                            table,
+                            **(
+                                {"row_hash": _limits.canonical_hash("s")}
+                                if key == "hand_canon"
+                                else {}
+                            ),
+                        )
+                        seconds = t.seconds
+                        for label, part in t.phases:
+                            sample(phase, f"{key}: {label}", part)
                     elif key.startswith("stmts"):
                         seconds, each = _run_statements(
                             url, ddl[key], statements, tables["stmts_pk"], table
                         )
-                        for label, s in each.items():
-                            sample(phase, f"{key}: {label}", s)
+                        for label, part in each.items():
+                            sample(phase, f"{key}: {label}", part)
                     else:
                         r = run_engine(
                             {
@@ -155,8 +168,8 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                             }
                         )
                         seconds = r["seconds"]
-                        for label, s in r["steps"]:
-                            sample(phase, f"{key}: {label}", s)
+                        for label, part in r["steps"]:
+                            sample(phase, f"{key}: {label}", part)
                     sample(phase, key, seconds)
                     _log(f"{phase} {i + 1}/{repeat} {key}: {seconds:.2f}s")
             out["statements"][phase] = statements
