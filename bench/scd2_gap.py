@@ -28,11 +28,13 @@ check and count the engine's statement shape and hash; E - D the run's fixed cos
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -214,10 +216,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rows", type=int, default=1_000_000, help="N (default 1,000,000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--server-url", help="use this PostgreSQL server (needs CREATEDB)")
+    parser.add_argument("--json", dest="json_path", help="also write every sample here")
     args = parser.parse_args(argv)
     with serve(args.server_url) as server_url:
         report = probe(server_url, rows=args.rows, repeat=args.repeat)
     print(format_report(report))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(report, indent=2))
     return report
 
 
