@@ -229,6 +229,9 @@ class EngineDdl:
     after: tuple[str, ...]
 
 
+_DDL_VERBS = ("ALTER TABLE", "CREATE")
+
+
 def engine_ddl(target_url: str, table: str, mode: str) -> EngineDdl:
     """What the engine's plan creates for ``bench.<table>`` (absent) in ``mode``, read
     from its plan of a same-DB sync from ``public.items``."""
@@ -245,10 +248,17 @@ def engine_ddl(target_url: str, table: str, mode: str) -> EngineDdl:
         conn,
         pipeline="bench_yardstick",
     ).steps
-    first_data = next(i for i, s in enumerate(steps) if s.kind == "data")
+    # The first statement that writes rows (a staged plan's "data", a first load's
+    # "load") is the one the yardstick replaces; the keys and indexes a first load
+    # builds after it are "load" steps too, told apart by their DDL.
+    first = next(i for i, s in enumerate(steps) if s.kind in ("data", "load"))
     return EngineDdl(
-        before=tuple(s.sql for s in steps[:first_data] if s.kind == "ddl"),
-        after=tuple(s.sql for s in steps[first_data:] if s.kind == "ddl"),
+        before=tuple(s.sql for s in steps[:first] if s.kind == "ddl"),
+        after=tuple(
+            s.sql
+            for s in steps[first + 1 :]
+            if s.kind in ("ddl", "load") and s.sql.lstrip().upper().startswith(_DDL_VERBS)
+        ),
     )
 
 
