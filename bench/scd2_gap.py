@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -41,8 +42,19 @@ import psycopg
 from psycopg import sql
 
 from bench import _limits
-from bench._data import SOURCE_QUERY, change_ten_percent, create_items
-from bench.run import _admin, _db_url, _drop, _drop_database, _log, _settle, run_engine, serve
+from bench._data import COLUMNS, SOURCE_QUERY, change_ten_percent, create_items
+from bench.run import (
+    BenchError,
+    _admin,
+    _db_url,
+    _differences,
+    _drop,
+    _drop_database,
+    _log,
+    _settle,
+    run_engine,
+    serve,
+)
 
 __all__ = ["main", "probe"]
 
@@ -55,13 +67,14 @@ VARIANTS = (
     ("stmts_pk", "D engine statements, engine's table (+ primary key)"),
     ("engine", "E engine run (pipeline.run)"),
 )
-_STATEMENT_KINDS = ("setting", "check", "data")
+_STATEMENT_KINDS = ("setting", "check", "data", "load")
 
 
-def _engine_statements(url: str, table: str) -> tuple[list[str], list[tuple[str, str]]]:
+def _engine_plan(url: str, table: str) -> tuple[list[str], list[tuple[str, str]]]:
     """The engine's plan of a same-DB scd2 sync from ``public.items`` into
     ``bench.<table>`` as it stands now (absent: a first load): its DDL, and (label, SQL)
-    of its checks and data statements."""
+    of every other statement it runs before its state rows (checks, settings, data; a
+    first load's load and the keys and indexes it builds after it)."""
     from bench._worker import items_table
     from ematix_flow import _core
     from ematix_flow._engine import TargetOptions, plan
@@ -78,15 +91,30 @@ def _engine_statements(url: str, table: str) -> tuple[list[str], list[tuple[str,
     return ddl, [(s.label, s.sql) for s in steps if s.kind in _STATEMENT_KINDS]
 
 
+_INLINE_PK = re.compile(r",\s*CONSTRAINT \S+ PRIMARY KEY \([^)]*\)")
+_ADD_PK = re.compile(r"^\s*ALTER TABLE .* ADD CONSTRAINT \S+ PRIMARY KEY", re.DOTALL)
+
+
+def _without_primary_key(
+    ddl: list[str], statements: list[tuple[str, str]], old: str, new: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The engine's plan for table ``old`` rewritten for table ``new`` (index and
+    constraint names follow), without its primary key: not declared in the CREATE
+    TABLE, nor added after a first load."""
+    return (
+        [_INLINE_PK.sub("", text.replace(old, new)) for text in ddl],
+        [(label, text.replace(old, new)) for label, text in statements if not _ADD_PK.match(text)],
+    )
+
+
 def _run_statements(
-    url: str, ddl: list[str], statements: list[tuple[str, str]], source: str, table: str
+    url: str, ddl: list[str], statements: list[tuple[str, str]]
 ) -> tuple[float, dict[str, float]]:
-    """``ddl``, then the statements (written for ``bench.<source>``) on
-    ``bench.<table>``, as the engine runs them: one REPEATABLE READ transaction in a
-    pinned session, each statement in a savepoint. The total and each statement's time."""
+    """``ddl``, then the statements, as the engine runs them: one REPEATABLE READ
+    transaction in a pinned session, each statement in a savepoint. The total and each
+    statement's time."""
     from ematix_flow._session import pin
 
-    old, new = f'"bench"."{source}"', f'"bench"."{table}"'
     each: dict[str, float] = {}
     t0 = time.perf_counter()
     with psycopg.connect(url) as conn:
@@ -98,7 +126,7 @@ def _run_statements(
             for label, text in statements:
                 t = time.perf_counter()
                 with conn.transaction():
-                    conn.execute(text.replace(old, new))
+                    conn.execute(text)
                 each[label] = time.perf_counter() - t
     return time.perf_counter() - t0, each
 
@@ -122,13 +150,8 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
             conn.execute("CREATE SCHEMA bench")
         for phase in ("initial", "changed"):
             for i in range(repeat):
-                ddl: dict[str, list[str]] = {"stmts": [], "stmts_pk": []}
                 if phase == "initial":
                     _drop(url, *(f"bench.{t}" for t in tables.values()))
-                    engine_ddl, statements = _engine_statements(url, tables["stmts_pk"])
-                    # created inside the timed transaction, as the engine creates its table
-                    ddl["stmts"] = _limits.scd2_target_ddl(tables["stmts"])
-                    ddl["stmts_pk"] = engine_ddl
                     with _admin(url) as conn:
                         _limits.create_limit_scd2_target(conn, tables["hand"])
                         _limits.create_limit_scd2_target(conn, tables["hand_canon"])
@@ -136,7 +159,17 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                 else:
                     with _admin(url) as conn:
                         change_ten_percent(conn, i + 1)
-                    _, statements = _engine_statements(url, tables["stmts_pk"])
+                # D runs the engine's plan for its table (created inside the timed
+                # transaction on a first load, as the engine does); C the same, renamed,
+                # without the primary key
+                ddl_pk, stmts_pk = _engine_plan(url, tables["stmts_pk"])
+                ddl_pk = ddl_pk if phase == "initial" else []
+                plans = {
+                    "stmts_pk": (ddl_pk, stmts_pk),
+                    "stmts": _without_primary_key(
+                        ddl_pk, stmts_pk, tables["stmts_pk"], tables["stmts"]
+                    ),
+                }
                 for key, _ in VARIANTS:
                     table = tables[key]
                     _settle(url, *([f"bench.{table}"] if phase == "changed" else []))
@@ -154,9 +187,7 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                         for label, part in t.phases:
                             sample(phase, f"{key}: {label}", part)
                     elif key.startswith("stmts"):
-                        seconds, each = _run_statements(
-                            url, ddl[key], statements, tables["stmts_pk"], table
-                        )
+                        seconds, each = _run_statements(url, *plans[key])
                         for label, part in each.items():
                             sample(phase, f"{key}: {label}", part)
                     else:
@@ -174,7 +205,13 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                             sample(phase, f"{key}: {label}", part)
                     sample(phase, key, seconds)
                     _log(f"{phase} {i + 1}/{repeat} {key}: {seconds:.2f}s")
-            out["statements"][phase] = statements
+            out["statements"][phase] = {k: v for k, v in plans.items()}
+        # every variant wrote the same history (values and is_current)
+        cols = [*COLUMNS, "is_current"]
+        for key, label in VARIANTS[1:]:
+            diff = _differences(url, f"bench.{tables[key]}", f"bench.{tables['hand']}", cols)
+            if diff:
+                raise BenchError(f"{label}: its history differs from A's by {diff} rows")
         for _ in range(repeat):
             old, new = _limits.hash_cost(url, stage=False)
             sample("hash", "md5(ROW(…)::text)", old)

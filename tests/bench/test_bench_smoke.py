@@ -1,4 +1,5 @@
-"""The benchmark cannot rot: ``python -m bench`` runs end to end at a tiny N.
+"""The benchmark cannot rot: ``python -m bench`` (and ``python -m bench.scd2_gap``)
+runs end to end at a tiny N.
 
 No timing is asserted (the machine is shared); what is checked is that every
 measurement of the issue's table is produced, that the engine's targets matched the
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from bench.run import format_table, main
+from bench.scd2_gap import VARIANTS, format_report
+from bench.scd2_gap import main as gap_main
 
 pytestmark = pytest.mark.db
 
@@ -73,3 +76,26 @@ def test_bench_runs_at_tiny_n(
     assert json.loads(out.read_text())["comparisons"] == json.loads(
         json.dumps(report["comparisons"])
     )
+
+
+def test_scd2_gap_probe_runs_at_tiny_n(
+    pg_server_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m bench.scd2_gap`` runs end to end; every variant wrote the same history
+    (it raises ``BenchError`` otherwise), C being the engine's plan without its primary
+    key and D with it."""
+    report = gap_main(["--rows", "200", "--repeat", "1", "--server-url", pg_server_url])
+    for phase in ("initial", "changed"):
+        assert {key for key, _ in VARIANTS} <= set(report["samples"][phase])
+    for phase in ("initial", "changed"):
+        plans = report["statements"][phase]
+        no_pk, with_pk = (
+            "\n".join([*ddl, *(text for _, text in stmts)])
+            for ddl, stmts in (plans["stmts"], plans["stmts_pk"])
+        )
+        assert "gap_stmts_pk" not in no_pk and "gap_stmts_pk" in with_pk
+        assert "PRIMARY KEY" not in no_pk
+        assert ("PRIMARY KEY" in with_pk) == (phase == "initial")  # created in the run
+        assert "scd2_gap" not in no_pk  # only the table name was rewritten
+    printed = capsys.readouterr().out
+    assert printed.strip() == format_report(report).strip()
