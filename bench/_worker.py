@@ -14,10 +14,11 @@ write a cProfile dump of the sync there).
 
 With ``targets`` (a list of ``{"table", "mode", "incremental_column"?}``) instead of
 ``mode``/``table``, the run is one declarative pipeline, ``@ematix.pipeline(targets=[…])``
-named ``pipeline``, reading ``query`` through the connection ``bench_source`` and
-writing through ``bench_target`` (``EMATIX_FLOW_DSN_*`` set to the two URLs): the
-fan-out scenario. Its line then carries ``targets``: per target ``table``, ``result``
-and ``steps``.
+named ``pipeline``, whose function ``(conn)`` returns ``query`` to read through the
+connection ``bench_source``, writing through ``bench_target`` (``EMATIX_FLOW_DSN_*``
+set to the two URLs): the fan-out scenario. Its line then carries ``targets``: per
+target ``table``, ``result``, ``steps`` and ``source_read`` (how its plan read the
+source — the run's shared stage, its own stage… — and why).
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ def items_table(table: str) -> type:
     return type("BenchItems", (ManagedTable,), attrs)
 
 
+def _source_read(outcome: Any) -> list[str] | None:
+    """How the target read its source, as its plan decided: the ``source_read``
+    decision's value and reason, if the plan records that decision."""
+    plan = outcome.plan
+    for d in plan.decisions if plan is not None else ():
+        if d.topic == "source_read":
+            return [str(d.value), str(d.reason)]
+    return None
+
+
 def declare_fan_out(spec: dict[str, Any]) -> str:
     """Declare the fan-out pipeline of ``spec`` (see the module docstring); its name."""
     import os
@@ -72,13 +83,16 @@ def declare_fan_out(spec: dict[str, Any]) -> str:
         targets.append(ematix.target(items_table(t["table"]), **options))
     query = spec["query"]
 
+    # One parameter: the source is read through source_connection, and is the same
+    # for every target (a function taking (src_conn, tgt_conn) may build a different
+    # source per target connection, so its source is evaluated per target).
     @ematix.pipeline(
         targets=targets,
         source_connection="bench_source",
         target_connection="bench_target",
         name=spec["pipeline"],
     )
-    def fan_out(src_conn: Any, tgt_conn: Any) -> str:
+    def fan_out(conn: Any) -> str:
         return query
 
     return fan_out.name
@@ -127,6 +141,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "table": outcome.target,
             "result": json.loads(json.dumps(outcome.summary(), default=str)),
             "steps": [[step.label, step.duration_s] for step in outcome.steps],
+            "source_read": _source_read(outcome),
         }
         for outcome in report.results
     ]

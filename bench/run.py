@@ -804,6 +804,8 @@ def format_table(report: dict[str, Any]) -> str:
             for n, t in enumerate(details[0]["targets"]):
                 runs = [d["targets"][n]["steps"] for d in details]
                 phases.append(f"engine {key}, {t['table']}: {_slow_steps(t['steps'], runs)}")
+            reads = {(t.get("source_read") or ["not reported"])[0] for t in details[0]["targets"]}
+            phases.append(f"  {key}: source read by {', '.join(sorted(reads))}")
     footer = [
         "",
         f"N = {report['rows']:,} rows; medians of {report['repeat']} runs; "

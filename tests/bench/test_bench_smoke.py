@@ -63,7 +63,12 @@ def test_bench_runs_at_tiny_n(
     assert ms["scd2_changed"]["details"][0]["result"]["rows_updated"] == 40
     same = ms["merge_same_changed"]["details"][0]["result"]
     assert (same["rows_updated"], same["rows_unchanged"]) == (40, 360)
-    # fan-out: one run wrote all three targets; the re-sync appended only the changed rows
+    # fan-out: one run wrote all three targets from one read of the source (the way the
+    # worker declares the pipeline lets the engine share it); the re-sync appended only
+    # the changed rows
+    for phase in ("initial", "resync"):
+        reads = [t["source_read"] for t in ms[f"fan_out_{phase}"]["details"][0]["targets"]]
+        assert [r[0] for r in reads] == ["shared stage"] * 3, reads
     fan = {t["table"]: t["result"] for t in ms["fan_out_resync"]["details"][0]["targets"]}
     assert fan["bench.fan_merge"]["rows_updated"] == 40
     assert fan["bench.fan_scd2"]["rows_updated"] == 40
