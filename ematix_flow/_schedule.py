@@ -63,23 +63,21 @@ def _repeated(t: datetime) -> bool:
 
 def latest_slot(schedule: str, timezone: str | None, now: datetime) -> datetime:
     """The most recent slot of ``schedule`` before ``now``, in UTC."""
-    from croniter import croniter
-
-    slots = croniter(schedule, now.astimezone(zone(timezone)))
-    while True:
-        slot = slots.get_prev(datetime)
-        if not _repeated(slot):
-            # in UTC: an aware time in a repeated hour never compares equal across zones
-            return slot.astimezone(UTC)
+    return _slot(schedule, timezone, now, forward=False)
 
 
 def next_slot(schedule: str, timezone: str | None, now: datetime) -> datetime:
     """The first slot of ``schedule`` after ``now``, in UTC."""
+    return _slot(schedule, timezone, now, forward=True)
+
+
+def _slot(schedule: str, timezone: str | None, now: datetime, *, forward: bool) -> datetime:
     from croniter import croniter
 
     slots = croniter(schedule, now.astimezone(zone(timezone)))
+    step = slots.get_next if forward else slots.get_prev
     while True:
-        slot = slots.get_next(datetime)
+        slot = step(datetime)
         if not _repeated(slot):
             # in UTC: an aware time in a repeated hour never compares equal across zones
             return slot.astimezone(UTC)
