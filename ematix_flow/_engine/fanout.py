@@ -250,7 +250,8 @@ def _fill_all(
             sconn.read_only = True
             snap = sconn.execute("SELECT pg_export_snapshot()").fetchone()
             snapshot = snap[0] if snap else None
-        raw = describe_source(sconn, _source_sql(source, by_conn))
+        source_sql = _source_sql(source, by_conn)
+        raw = describe_source(sconn, source_sql)
         have = {c.name: c for c in raw}
         if any(c not in have for c in needed):
             return
@@ -258,7 +259,7 @@ def _fill_all(
         select = render(
             sql.SQL("SELECT {} FROM (\n{}\n) AS q").format(
                 sql.SQL(", ").join(sql.Identifier("q", c) for c in needed),
-                sql.SQL(_source_sql(source, by_conn)),
+                sql.SQL(source_sql),
             )
         )
         for key, group in by_conn.items():
