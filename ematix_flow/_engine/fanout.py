@@ -65,6 +65,8 @@ class Shared:
     #: A target that has a later one when its turn comes was written by another run
     #: from a newer state of the source than the stage holds: it is not written again.
     runs_seen: dict[str, int] = field(default_factory=dict)
+    #: The batch checks (their SQL) an earlier target ran on the stage and passed.
+    checked: set[str] = field(default_factory=set)
 
     def select_sql(self, table: Any) -> str:
         """The stage as a source for ``table``: its columns named as the target's."""

@@ -57,6 +57,10 @@ class TargetFacts:
     row_count: int | None = None
     #: The target database's ``server_encoding``.
     encoding: str | None = None
+    #: A publication replicates the updates of every table of the target's schema
+    #: (``FOR ALL TABLES``, or from PostgreSQL 15 ``FOR TABLES IN SCHEMA``): a table
+    #: created there needs a replica identity for its rows to be updated at all.
+    publishes_updates: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ def inspect_target(
         watermark = state.read_watermark(conn, state_schema, pipeline, table.qualified_name)
         if watermark is not None and watermark.column_type is None:
             watermark = _canonical_legacy(conn, watermark, table)
+    publishes = reflected is None and _publishes_updates(conn, table.schema)
     return TargetFacts(
         reflected,
         frozenset(unique),
@@ -160,7 +165,24 @@ def inspect_target(
         future,
         row_count,
         conn.info.parameter_status("server_encoding"),
+        publishes,
     )
+
+
+def _publishes_updates(conn: psycopg.Connection[Any], schema: str) -> bool:
+    """Whether a publication replicates the updates of every table of ``schema``."""
+    in_schema = (
+        "OR EXISTS (SELECT 1 FROM pg_publication_namespace n "
+        "WHERE n.pnpubid = p.oid AND n.pnnspid = to_regnamespace(quote_ident(%(s)s)))"
+        if conn.info.server_version >= 150000
+        else ""
+    )
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_publication p "
+        f"WHERE p.pubupdate AND (p.puballtables {in_schema}))",
+        {"s": schema},
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _canonical_legacy(

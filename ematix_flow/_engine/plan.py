@@ -353,7 +353,7 @@ def build_plan(
     path, stmt_path = _decide_path(d, options, source, source_conn, target_conn, shared)
     keys, compare, update = _decide_columns(d, options, pipeline)
     reflected = tfacts.reflected if tfacts is not None else None
-    physical, fw = _decide_framework(d, options, keys, reflected)
+    physical, fw = _decide_framework(d, options, keys, reflected, tfacts)
     source_sql = _check_source(d, options, source, scols, shared)
     direct = _loads_directly(options, tfacts, steer, stmt_path, scols, source_encoding)
     table_exists, drift_info, hash_record, after_load = _target_ddl(
@@ -557,21 +557,48 @@ def _decide_columns(
     return keys, compare, update
 
 
+def _versions_lookup(options: TargetOptions) -> bool:
+    """The scd2 insert looks up each new key's latest version (history without a current
+    version, or a valid_from that may not advance): by ``(keys, valid_from)``."""
+    return bool(options.handle_deletes or options.ttl is not None or options.event_timestamp_column)
+
+
 def _decide_framework(
-    d: _Draft, options: TargetOptions, keys: tuple[str, ...], reflected: Any
+    d: _Draft,
+    options: TargetOptions,
+    keys: tuple[str, ...],
+    reflected: Any,
+    tfacts: TargetFacts | None,
 ) -> tuple[Any, list[Any]]:
     """The physical table: the declared columns plus the framework's for the mode."""
     spec = options.table
     where = d.where
     decisions = d.decisions
     warnings = d.warnings
+    replicated = tfacts is not None and tfacts.publishes_updates
     physical = framework.physical_table(
         spec,
         mode=options.mode,
         keys=keys,
         handle_deletes=options.handle_deletes,
         existing=reflected,
+        versions_key=_versions_lookup(options) or replicated,
     )
+    if options.mode == "scd2" and reflected is None and keys:
+        decisions.append(
+            Decision(
+                "versions_key",
+                tuple(physical.primary_key) or None,
+                "built: the latest-version lookup of handle_deletes/ttl/event time needs it"
+                if _versions_lookup(options) and physical.primary_key
+                else "built: a publication replicates this schema's updates, which needs a "
+                "replica identity"
+                if physical.primary_key
+                else "none: (keys, valid_from) is unique by construction, and every index "
+                "on an scd2 table costs each closed version an entry; one current version "
+                "per key is the partial unique index's",
+            )
+        )
     fw = [c for c in physical.columns if c.framework]
     if options.mode == "append" and (
         (spec.primary_key and "_batch_id" not in physical.primary_key)
@@ -853,6 +880,29 @@ def _target_ddl(
                     )
                 ),
                 note="one current version per key; serves the current-row lookups",
+            )
+        )
+    if (
+        options.mode == "scd2"
+        and reflected is not None
+        and not physical.primary_key
+        and keys
+        and tfacts is not None
+        and (_versions_lookup(options) or tfacts.future_valid_from)
+        and framework.versions_index_name(physical) not in tfacts.index_names
+    ):
+        steps.append(
+            Step(
+                "create versions index",
+                "ddl",
+                render(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, valid_from)").format(
+                        sql.Identifier(framework.versions_index_name(physical)),
+                        sql.Identifier(physical.schema, physical.name),
+                        sql.SQL(", ").join(map(sql.Identifier, keys)),
+                    )
+                ),
+                note="the latest-version lookup of handle_deletes/ttl/event time reads it",
             )
         )
     return table_exists, drift_info, hash_record, after_load

@@ -21,6 +21,26 @@ from ematix_flow._engine.sql_common import HASH, SqlContext, cols, counts_select
 __all__ = ["merge_sql"]
 
 
+def _unchanged(ctx: SqlContext, *, scd1: bool, soft: bool, has_update: bool) -> sql.Composable:
+    """The condition under which a stored row ``o`` already holds source row ``s`` (the
+    upsert's ``WHERE`` negated): such rows are left out before the upsert, by one hash
+    anti-join, rather than each proposed, its conflict found and its row locked."""
+    if not has_update:
+        return sql.SQL("")
+    same: list[sql.Composable] = []
+    if scd1:
+        same.append(sql.SQL("o.row_hash IS NOT DISTINCT FROM s.{}").format(sql.Identifier(HASH)))
+    elif ctx.update:
+        same.append(
+            sql.SQL("({}) IS NOT DISTINCT FROM ({})").format(
+                cols(ctx.update, "o"), cols(ctx.update, "s")
+            )
+        )
+    if soft:
+        same.append(sql.SQL("o._deleted_at IS NULL"))
+    return sql.SQL("").join(sql.SQL(" AND {}").format(c) for c in same)
+
+
 def merge_sql(ctx: SqlContext, *, mode: str, handle_deletes: str | None) -> sql.Composable:
     scd1 = mode == "scd1"
     soft = handle_deletes == "soft"
@@ -50,12 +70,15 @@ def merge_sql(ctx: SqlContext, *, mode: str, handle_deletes: str | None) -> sql.
     else:
         action = sql.SQL("DO NOTHING")
     up = sql.SQL(
-        "up AS (\n  INSERT INTO {t} AS t ({ic})\n  SELECT {sc} FROM src\n"
+        "up AS (\n  INSERT INTO {t} AS t ({ic})\n  SELECT {sc} FROM src AS s\n"
+        "  WHERE NOT EXISTS (SELECT 1 FROM {t} AS o WHERE {match}{same})\n"
         "  ON CONFLICT ({k}) {action}\n  RETURNING (xmax = 0) AS inserted\n)"
     ).format(
         t=ctx.target,
         ic=sql.SQL(", ").join(insert_cols),
         sc=sql.SQL(", ").join(select_cols),
+        match=keys_match(ctx.keys, "o", "s"),
+        same=_unchanged(ctx, scd1=scd1, soft=soft, has_update=bool(sets)),
         k=cols(ctx.keys),
         action=action,
     )

@@ -11,7 +11,7 @@ from ematix_flow import pipeline
 from ematix_flow._errors import DriftError
 from ematix_flow.source import Source
 from ematix_flow.table import ManagedTable
-from ematix_flow.types import BigInt, Column, Text
+from ematix_flow.types import BigInt, Column, Text, TimestampTZ
 
 pytestmark = pytest.mark.db
 
@@ -79,8 +79,131 @@ def test_created_table_carries_framework_columns_and_current_index(env: Any) -> 
     ]  # fmt: skip
     idx = env.rows("SELECT indexdef FROM pg_indexes WHERE indexname = 'cust_current_key'")
     assert idx and "WHERE is_current" in idx[0][0]
-    pk = env.rows("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'cust_pkey'")
-    assert pk == [("PRIMARY KEY (id, valid_from)",)]
+    # (id, valid_from) is unique by construction; its index would cost every closed
+    # version an entry, so a plain scd2 table carries the current-version index alone
+    assert _indexes(env) == ["cust_current_key"]
+
+
+def _indexes(env: Any) -> list[str]:
+    return [
+        r[0]
+        for r in env.rows(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'wh' AND tablename = 'cust' "
+            "ORDER BY indexname"
+        )
+    ]
+
+
+def _pk(env: Any) -> list[tuple[str]]:
+    return env.rows(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'wh.cust'::regclass AND contype = 'p'"
+    )
+
+
+def _source(env: Any) -> None:
+    env.src(
+        "CREATE TABLE s (id bigint, name text, note text)", "INSERT INTO s VALUES (1, 'a', 'n')"
+    )
+
+
+def _scd2(env: Any, **options: Any) -> dict:
+    return pipeline.sync(
+        target=Cust,
+        source=Source.postgres_query(env.source, "SELECT id, name, note FROM s"),
+        target_connection=env.warehouse,
+        mode="scd2",
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"handle_deletes": "soft"}, {"ttl": "30 days"}, {"event_timestamp_column": "ts"}],
+    ids=["handle_deletes", "ttl", "event_time"],
+)
+def test_the_versions_key_is_built_where_the_latest_version_lookup_reads_it(
+    env: Any, options: dict
+) -> None:
+    env.src(
+        "CREATE TABLE s (id bigint, name text, note text, ts timestamptz)",
+        "INSERT INTO s VALUES (1, 'a', 'n', now())",
+    )
+    if "ttl" in options:
+        from datetime import timedelta
+
+        options = {"ttl": timedelta(days=30)}
+    if "event_timestamp_column" in options:
+
+        class CustTs(ManagedTable):
+            __schema__ = "wh"
+            __tablename__ = "cust"
+            id = Column(BigInt(), nullable=False, primary_key=True)
+            name = Column(Text())
+            note = Column(Text())
+            ts = Column(TimestampTZ())
+
+        pipeline.sync(
+            target=CustTs,
+            source=Source.postgres_query(env.source, "SELECT id, name, note, ts FROM s"),
+            target_connection=env.warehouse,
+            mode="scd2",
+            **options,
+        )
+    else:
+        _scd2(env, **options)
+    assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
+
+
+def test_a_table_without_the_versions_key_gets_its_index_when_the_lookup_starts(
+    env: Any,
+) -> None:
+    _source(env)
+    _scd2(env)
+    assert _pk(env) == []
+    env.src("UPDATE s SET name = 'b'", "INSERT INTO s VALUES (2, 'c', NULL)")
+    assert _scd2(env, handle_deletes="hard")["rows_updated"] == 1
+    assert _indexes(env) == ["cust_current_key", "cust_versions"]
+    env.src("DELETE FROM s WHERE id = 1")
+    assert _scd2(env, handle_deletes="hard")["rows_deleted"] == 1
+    env.src("INSERT INTO s VALUES (1, 'back', NULL)")
+    assert _scd2(env, handle_deletes="hard")["rows_inserted"] == 1
+    versions = env.rows(
+        "SELECT name, is_current, valid_to IS NULL FROM wh.cust WHERE id = 1 ORDER BY valid_from"
+    )
+    assert versions == [("a", False, False), ("b", False, False), ("back", True, True)]
+    # the table keeps what it was built with: no drift, no key added later
+    assert _pk(env) == []
+
+
+def test_a_table_built_with_the_versions_key_keeps_it(env: Any) -> None:
+    _source(env)
+    _scd2(env, handle_deletes="soft")
+    env.src("UPDATE s SET name = 'b'")
+    assert _scd2(env)["rows_updated"] == 1  # no handle_deletes now: same table, no drift
+    assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
+
+
+def test_a_published_schema_gets_the_versions_key_as_replica_identity(env: Any) -> None:
+    """A publication replicating every table's updates refuses an UPDATE of a table
+    without a replica identity: closing a version would fail on every re-sync."""
+    _source(env)
+    env.wh("CREATE PUBLICATION everything FOR ALL TABLES")
+    _scd2(env)
+    assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
+    env.src("UPDATE s SET name = 'b'")
+    assert _scd2(env)["rows_updated"] == 1
+    assert env.rows("SELECT name FROM wh.cust WHERE is_current") == [("b",)]
+
+
+def test_without_the_key_a_published_table_could_not_close_a_version(env: Any) -> None:
+    """The failure the rule above prevents, shown on the table a plain run builds."""
+    _source(env)
+    _scd2(env)
+    env.wh("CREATE PUBLICATION everything FOR ALL TABLES")
+    env.src("UPDATE s SET name = 'b'")
+    with pytest.raises(Exception, match="replica identity"):
+        _scd2(env)
 
 
 def test_a_source_only_type_crosses_as_text(env: Any) -> None:

@@ -146,7 +146,10 @@ def test_plan_without_database_is_complete_stable_and_redacted() -> None:
     labels = [s["label"] for s in d["steps"]]
     assert labels[:2] == ["create schema if missing", "create table if missing"]
     assert "copy source → stage" in labels and labels[-1] == "record run"
-    assert 'PRIMARY KEY ("id", "valid_from")' in d["steps"][1]["sql"]
+    assert "PRIMARY KEY" not in d["steps"][1]["sql"]
+    assert "create current-version index" in labels
+    assert p.decision("versions_key").value is None
+    assert "unique by construction" in p.decision("versions_key").reason
     assert p.decision("compare_columns").value == ("email", "name")
 
 
