@@ -14,9 +14,13 @@ from psycopg import sql
 
 __all__ = [
     "COLUMNS",
+    "EVENTS_PER_ENTITY",
+    "FEATURE_QUERY",
     "NON_KEY",
     "SOURCE_QUERY",
+    "change_feature_ten_percent",
     "change_ten_percent",
+    "create_events",
     "create_items",
     "generated_query",
 ]
@@ -75,3 +79,54 @@ def change_ten_percent(conn: psycopg.Connection[Any], round_no: int) -> int:
     )
     conn.execute("VACUUM ANALYZE public.items")
     return cur.rowcount
+
+
+#: The feature view's fan-in: N events aggregate into N / 10 entities.
+EVENTS_PER_ENTITY = 10
+
+#: A feature view over ``public.events``: one row per entity, in the columns of the items
+#: table (so the same target declarations serve), aggregated from its events.
+FEATURE_QUERY = (
+    "SELECT entity_id AS id, 'entity-' || entity_id AS name, min(category) AS category, "
+    "sum(amount)::numeric(12,2) AS amount, bool_or(active) AS active, "
+    "max(updated_at) AS updated_at FROM public.events GROUP BY entity_id"
+)
+
+
+def create_events(conn: psycopg.Connection[Any], rows: int) -> int:
+    """(Re)create ``public.events`` with ``rows`` events of ``rows / EVENTS_PER_ENTITY``
+    entities, vacuumed and analyzed; the number of entities."""
+    entities = max(1, rows // EVENTS_PER_ENTITY)
+    conn.execute("DROP TABLE IF EXISTS public.events")
+    conn.execute(
+        "CREATE TABLE public.events (event_id bigint PRIMARY KEY, entity_id bigint NOT NULL, "
+        "category text, amount numeric(12,2), active boolean, updated_at timestamptz)"
+    )
+    conn.execute(
+        "INSERT INTO public.events SELECT g, mod(g, %(e)s) + 1, "
+        "CASE WHEN mod(g, 50) = 0 THEN NULL ELSE 'category-' || mod(g, 97) END, "
+        "round(mod(g, 100000) / 7.0, 2)::numeric(12,2), mod(g, 3) = 0, "
+        "timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' "
+        "FROM generate_series(1, %(n)s) AS g",
+        {"e": entities, "n": rows},
+    )
+    conn.execute("VACUUM ANALYZE public.events")
+    return entities
+
+
+def change_feature_ten_percent(conn: psycopg.Connection[Any], round_no: int) -> int:
+    """Change every event of a different 10% of the entities each round (as
+    :func:`change_ten_percent` does to items): each of their feature rows changes, and
+    its ``updated_at`` (the latest event's) moves past every earlier value. Returns the
+    number of entities changed."""
+    conn.execute(
+        "UPDATE public.events SET amount = amount + %(r)s, active = NOT active, "
+        "updated_at = updated_at + %(r)s * interval '1 year' WHERE mod(entity_id, 10) = %(m)s",
+        {"r": round_no, "m": round_no % 10},
+    )
+    conn.execute("VACUUM ANALYZE public.events")
+    row = conn.execute(
+        "SELECT count(DISTINCT entity_id) FROM public.events WHERE mod(entity_id, 10) = %s",
+        (round_no % 10,),
+    ).fetchone()
+    return int(row[0]) if row else 0

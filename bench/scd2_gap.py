@@ -16,7 +16,8 @@ C. the engine's own statements, taken from its plan (duplicate-key check, source
    close, insert; each timed), run by hand as the engine runs them (one REPEATABLE READ
    transaction, a savepoint each; a first load creates the table in it) on table A's
    shape;
-D. the same on the engine's table (its own DDL: table B's shape);
+D. the same on table B's shape (the engine's DDL plus the ``(id, valid_from)`` primary
+   key, which the engine now builds only where the latest-version lookup needs it);
 E. the engine's run (``pipeline.run`` in a fresh process), which adds connecting,
    planning, inspecting, DDL and its state rows to D;
 
@@ -163,7 +164,19 @@ def probe(server_url: str, *, rows: int, repeat: int) -> dict[str, Any]:
                 # transaction on a first load, as the engine does); C the same, renamed,
                 # without the primary key
                 ddl_pk, stmts_pk = _engine_plan(url, tables["stmts_pk"])
+                # the engine builds the versions' key only where a lookup needs it; D
+                # adds it to a first load's table (built after the load, as the engine
+                # builds keys), so D - C stays the key's cost
                 ddl_pk = ddl_pk if phase == "initial" else []
+                if phase == "initial" and not any("PRIMARY KEY" in s for _, s in stmts_pk):
+                    stmts_pk = [
+                        *stmts_pk,
+                        (
+                            "build the versions' primary key",
+                            f"ALTER TABLE bench.{tables['stmts_pk']} "
+                            "ADD CONSTRAINT gap_stmts_pk_versions PRIMARY KEY (id, valid_from)",
+                        ),
+                    ]
                 plans = {
                     "stmts_pk": (ddl_pk, stmts_pk),
                     "stmts": _without_primary_key(

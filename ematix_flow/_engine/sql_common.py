@@ -49,7 +49,9 @@ __all__ = [
 STAGE = "ematix_flow_stage"
 HASH = "__ef_hash"
 VALID_FROM = "__ef_vf"
-BATCH_ID = sql.SQL("current_setting('ematix_flow.batch_id')::uuid")
+#: Run values read from a setting sit in a scalar subquery: evaluated once per statement
+#: (an InitPlan), not parsed from text again for every row.
+BATCH_ID = sql.SQL("(SELECT current_setting('ematix_flow.batch_id')::uuid)")
 #: The row hash's version, recorded per target table in the state schema.
 HASH_VERSION = 2
 HASH_NAME = f"ematix_flow row hash v{HASH_VERSION}"
@@ -139,7 +141,9 @@ class SqlContext:
         """The stored watermark as its type (minus the lookback, if any)."""
         col = self.table.column(self.incremental_column or "")
         t = sql.SQL(cast_type(col))
-        value = sql.SQL("CAST(current_setting({}) AS {})").format(sql.Literal(WATERMARK_SETTING), t)
+        value = sql.SQL("(SELECT CAST(current_setting({}) AS {}))").format(
+            sql.Literal(WATERMARK_SETTING), t
+        )
         if self.lookback is None:
             return value
         amount_type = sql.SQL("interval" if is_temporal(col) else cast_type(col))
@@ -159,9 +163,9 @@ class SqlContext:
             sql.SQL("CAST({} AS {})").format(ident, t), op, self.watermark_value()
         )
         if self.window_hi:
-            bound = sql.SQL("{} AND CAST({} AS {}) < CAST(current_setting({}) AS {})").format(
-                bound, ident, t, sql.Literal(WINDOW_HI_SETTING), t
-            )
+            bound = sql.SQL(
+                "{} AND CAST({} AS {}) < (SELECT CAST(current_setting({}) AS {}))"
+            ).format(bound, ident, t, sql.Literal(WINDOW_HI_SETTING), t)
         return sql.SQL(" WHERE ({} OR {} IS NULL)").format(bound, ident)
 
     def source_relation(self) -> sql.Composable:
@@ -178,7 +182,7 @@ class SqlContext:
     def now(self) -> sql.Composable:
         """The run time: the target transaction's start."""
         if self.remote:
-            return sql.SQL("CAST(current_setting({}) AS timestamptz)").format(
+            return sql.SQL("(SELECT CAST(current_setting({}) AS timestamptz))").format(
                 sql.Literal(NOW_SETTING)
             )
         return sql.SQL("now()")
