@@ -21,7 +21,8 @@ when the latest-version lookup needs its index (``handle_deletes``, ``ttl``,
 ``event_timestamp_column``), or when the target database publishes every table's
 updates (logical replication needs a replica identity on an updated table). A table
 keeps the key it was built with: an existing table without it that starts needing the
-lookup gets the plain index ``<table>_versions`` (:func:`versions_index_name`).
+lookup gets the plain index ``<table>_versions`` (:func:`versions_index_name`), and one
+that a publication starts replicating gets the primary key then.
 
 Append keeps every batch: a declared primary key or unique constraint is carried with
 ``_batch_id`` appended, so a key loaded again by a later run is a new row, not a
@@ -117,10 +118,15 @@ def physical_table(
     uniques = [tuple(u) for u in base.unique_constraints]
     wanted: tuple[str, ...] | None
     if mode == "scd2":
-        keep = bool(existing.primary_key) if existing is not None else versions_key
+        versions = (*keys, "valid_from")
+        keep = (
+            bool(existing.primary_key) or versions in set(existing.unique_constraints)
+            if existing is not None
+            else versions_key
+        )
         pk = (*pk, "valid_from") if pk and keep else ()
         uniques = [(*u, "valid_from") for u in uniques]
-        wanted = (*keys, "valid_from") if keep else None
+        wanted = versions if keep else None
     elif mode == "append":
         # Every batch is kept: a key identifies a row within its batch (a key
         # loaded again by a later run is a new row), as valid_from does for scd2. A

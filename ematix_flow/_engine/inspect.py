@@ -61,6 +61,9 @@ class TargetFacts:
     #: (``FOR ALL TABLES``, or from PostgreSQL 15 ``FOR TABLES IN SCHEMA``): a table
     #: created there needs a replica identity for its rows to be updated at all.
     publishes_updates: bool = False
+    #: The (existing) table is in a publication that replicates updates, and has no
+    #: replica identity: no primary key, and REPLICA IDENTITY DEFAULT.
+    needs_replica_identity: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,11 @@ def inspect_target(
         if watermark is not None and watermark.column_type is None:
             watermark = _canonical_legacy(conn, watermark, table)
     publishes = reflected is None and _publishes_updates(conn, table.schema)
+    unidentified = (
+        reflected is not None
+        and not reflected.primary_key
+        and _published_without_identity(conn, table.schema, table.name)
+    )
     return TargetFacts(
         reflected,
         frozenset(unique),
@@ -166,7 +174,21 @@ def inspect_target(
         row_count,
         conn.info.parameter_status("server_encoding"),
         publishes,
+        unidentified,
     )
+
+
+def _published_without_identity(conn: psycopg.Connection[Any], schema: str, name: str) -> bool:
+    """Whether a publication replicates the updates of this table, which has no replica
+    identity (REPLICA IDENTITY DEFAULT and no primary key): its UPDATEs would fail."""
+    row = conn.execute(
+        "SELECT c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_publication_tables pt "
+        "JOIN pg_publication p ON p.pubname = pt.pubname "
+        "WHERE p.pubupdate AND pt.schemaname = %(s)s AND pt.tablename = %(n)s) "
+        "FROM pg_class c WHERE c.oid = to_regclass(format('%%I.%%I', %(s)s::text, %(n)s::text))",
+        {"s": schema, "n": name},
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _publishes_updates(conn: psycopg.Connection[Any], schema: str) -> bool:

@@ -882,11 +882,31 @@ def _target_ddl(
                 note="one current version per key; serves the current-row lookups",
             )
         )
-    if (
+    versions = (*keys, "valid_from")
+    unkeyed = (
         options.mode == "scd2"
         and reflected is not None
-        and not physical.primary_key
-        and keys
+        and tfacts is not None
+        and bool(keys)
+        and frozenset(versions) not in tfacts.unique_sets
+    )
+    if unkeyed and tfacts is not None and tfacts.needs_replica_identity:
+        steps.append(
+            Step(
+                "build the versions' primary key",
+                "ddl",
+                render(
+                    sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                        sql.Identifier(physical.schema, physical.name),
+                        sql.SQL(", ").join(map(sql.Identifier, versions)),
+                    )
+                ),
+                note="a publication replicates this table's updates, which needs a replica "
+                "identity: closing a version would fail without one",
+            )
+        )
+    elif (
+        unkeyed
         and tfacts is not None
         and (_versions_lookup(options) or tfacts.future_valid_from)
         and framework.versions_index_name(physical) not in tfacts.index_names

@@ -23,6 +23,7 @@ column added later, NULL everywhere, changes no hash.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -38,6 +39,7 @@ __all__ = [
     "VALID_FROM",
     "SqlContext",
     "cast_type",
+    "collatable",
     "cols",
     "counts_select",
     "is_temporal",
@@ -49,7 +51,7 @@ __all__ = [
 STAGE = "ematix_flow_stage"
 HASH = "__ef_hash"
 VALID_FROM = "__ef_vf"
-#: Run values read from a setting sit in a scalar subquery: evaluated once per statement
+#: Run values written into rows sit in a scalar subquery: evaluated once per statement
 #: (an InitPlan), not parsed from text again for every row.
 BATCH_ID = sql.SQL("(SELECT current_setting('ematix_flow.batch_id')::uuid)")
 #: The row hash's version, recorded per target table in the state schema.
@@ -74,6 +76,17 @@ def cast_type(col: ColumnSpec) -> str:
     if ddl.startswith("character("):
         return "text"
     return ddl
+
+
+_COLLATABLE = re.compile(
+    r"(text|character varying|varchar|character|char|bpchar|citext|name)(\(\d+\))?(\[\])*"
+)
+
+
+def collatable(type_sql: str) -> bool:
+    """Whether ``type_sql`` is a built-in string type (or an array of one), which carries
+    a collation. Other types (a domain over text included) are left as they are."""
+    return _COLLATABLE.fullmatch(type_sql.strip().lower()) is not None
 
 
 def cols(names: tuple[str, ...], prefix: str | None = None) -> sql.Composable:
@@ -141,9 +154,10 @@ class SqlContext:
         """The stored watermark as its type (minus the lookback, if any)."""
         col = self.table.column(self.incremental_column or "")
         t = sql.SQL(cast_type(col))
-        value = sql.SQL("(SELECT CAST(current_setting({}) AS {}))").format(
-            sql.Literal(WATERMARK_SETTING), t
-        )
+        # Not in a scalar subquery (as BATCH_ID is): the planner estimates the rows
+        # above a stable expression, not above an InitPlan, and needs that estimate to
+        # read a large source by its index.
+        value = sql.SQL("CAST(current_setting({}) AS {})").format(sql.Literal(WATERMARK_SETTING), t)
         if self.lookback is None:
             return value
         amount_type = sql.SQL("interval" if is_temporal(col) else cast_type(col))
@@ -163,9 +177,9 @@ class SqlContext:
             sql.SQL("CAST({} AS {})").format(ident, t), op, self.watermark_value()
         )
         if self.window_hi:
-            bound = sql.SQL(
-                "{} AND CAST({} AS {}) < (SELECT CAST(current_setting({}) AS {}))"
-            ).format(bound, ident, t, sql.Literal(WINDOW_HI_SETTING), t)
+            bound = sql.SQL("{} AND CAST({} AS {}) < CAST(current_setting({}) AS {})").format(
+                bound, ident, t, sql.Literal(WINDOW_HI_SETTING), t
+            )
         return sql.SQL(" WHERE ({} OR {} IS NULL)").format(bound, ident)
 
     def source_relation(self) -> sql.Composable:
@@ -188,9 +202,17 @@ class SqlContext:
         return sql.SQL("now()")
 
     def casted(self) -> sql.Composable:
+        """Each source column cast to the target's type. A string column also drops the
+        source's collation (``COLLATE "default"``, which yields to any other): compared
+        with a target column, it is compared in the target column's collation, as the
+        upsert's ``EXCLUDED`` row is — two different collations would leave PostgreSQL
+        none to compare in."""
         return sql.SQL(", ").join(
-            sql.SQL("CAST({} AS {}) AS {}").format(
-                sql.Identifier("q", c.name), sql.SQL(cast_type(c)), sql.Identifier(c.name)
+            sql.SQL("CAST({} AS {}){} AS {}").format(
+                sql.Identifier("q", c.name),
+                sql.SQL(cast_type(c)),
+                sql.SQL(' COLLATE "default"' if collatable(cast_type(c)) else ""),
+                sql.Identifier(c.name),
             )
             for c in self.declared
         )

@@ -196,14 +196,108 @@ def test_a_published_schema_gets_the_versions_key_as_replica_identity(env: Any) 
     assert env.rows("SELECT name FROM wh.cust WHERE is_current") == [("b",)]
 
 
-def test_without_the_key_a_published_table_could_not_close_a_version(env: Any) -> None:
-    """The failure the rule above prevents, shown on the table a plain run builds."""
+def test_a_table_published_after_it_was_built_gets_the_versions_key(env: Any) -> None:
+    """A publication added later (FOR ALL TABLES, or the table by name) would make every
+    version close fail ("does not have a replica identity and publishes updates"): the
+    next run builds the key first."""
     _source(env)
     _scd2(env)
-    env.wh("CREATE PUBLICATION everything FOR ALL TABLES")
+    assert _pk(env) == []
+    env.wh("CREATE PUBLICATION some_tables FOR TABLE wh.cust")
     env.src("UPDATE s SET name = 'b'")
-    with pytest.raises(Exception, match="replica identity"):
-        _scd2(env)
+    assert _scd2(env)["rows_updated"] == 1
+    assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
+    env.src("UPDATE s SET name = 'c'")
+    assert _scd2(env)["rows_updated"] == 1
+    assert env.rows("SELECT name FROM wh.cust ORDER BY valid_from") == [("a",), ("b",), ("c",)]
+
+
+class CustByKeys(ManagedTable):
+    """No primary key declared: the rows are matched by keys=."""
+
+    __schema__ = "wh"
+    __tablename__ = "cust"
+    id = Column(BigInt(), nullable=False)
+    name = Column(Text())
+    note = Column(Text())
+
+
+def test_a_table_keyed_by_a_unique_constraint_keeps_it(env: Any) -> None:
+    """A table matched by keys= and built with UNIQUE (keys, valid_from) (no primary key)
+    keeps that constraint, which serves the lookup: no drift, no second index."""
+    _source(env)
+
+    def run(**options: Any) -> dict:
+        return pipeline.sync(
+            target=CustByKeys,
+            source=Source.postgres_query(env.source, "SELECT id, name, note FROM s"),
+            target_connection=env.warehouse,
+            mode="scd2",
+            keys=("id",),
+            **options,
+        )
+
+    run(handle_deletes="hard")
+    assert env.rows(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'wh.cust'::regclass AND contype = 'u'"
+    ) == [("UNIQUE (id, valid_from)",)]
+    env.src("UPDATE s SET name = 'b'")
+    assert run()["rows_updated"] == 1
+    env.src("DELETE FROM s")
+    assert run(handle_deletes="hard")["rows_deleted"] == 1
+    assert "cust_versions" not in _indexes(env)
+
+
+@pytest.mark.parametrize("mode", ["merge", "scd1", "scd2"])
+def test_source_and_target_of_different_collations_compare_in_the_target_s(
+    env: Any, mode: str
+) -> None:
+    """Source text in one collation, the target's in another: PostgreSQL has no
+    collation to compare them in unless the source's is dropped, as EXCLUDED's is."""
+    env.wh(
+        'CREATE TABLE public.s (id text COLLATE "POSIX", name text COLLATE "POSIX", note text)',
+        "INSERT INTO public.s VALUES ('1', 'a', 'n'), ('2', 'b', NULL)",
+        "CREATE SCHEMA wh",
+    )
+    extra = {
+        "merge": "",
+        "scd1": ", row_hash text NOT NULL, _updated_at timestamptz NOT NULL",
+        "scd2": ", valid_from timestamptz NOT NULL, valid_to timestamptz, "
+        "is_current boolean NOT NULL, row_hash text NOT NULL",
+    }[mode]
+    key = "UNIQUE (id)" if mode != "scd2" else "UNIQUE (id, valid_from)"
+    env.wh(
+        f'CREATE TABLE wh.txt (id text COLLATE "C" NOT NULL, name text COLLATE "C", '
+        f"note text{extra}, {key})"
+    )
+
+    class Txt(ManagedTable):
+        __schema__ = "wh"
+        __tablename__ = "txt"
+        id = Column(Text(), nullable=False)
+        name = Column(Text())
+        note = Column(Text())
+
+    def run(**options: Any) -> dict:
+        return pipeline.sync(
+            target=Txt,
+            source=Source.postgres_query(env.warehouse, "SELECT id, name, note FROM public.s"),
+            target_connection=env.warehouse,
+            mode=mode,
+            keys=("id",),
+            **options,
+        )
+
+    assert run()["rows_inserted"] == 2
+    env.wh("UPDATE public.s SET name = 'z' WHERE id = '1'")
+    second = run(handle_deletes="hard")
+    assert (second["rows_updated"], second["rows_deleted"]) == (1, 0)
+    current = "WHERE is_current" if mode == "scd2" else ""
+    assert env.rows(f"SELECT id, name FROM wh.txt {current} ORDER BY id") == [
+        ("1", "z"),
+        ("2", "b"),
+    ]
 
 
 def test_a_source_only_type_crosses_as_text(env: Any) -> None:
