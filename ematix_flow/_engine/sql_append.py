@@ -31,7 +31,7 @@ def _already_loaded(ctx: SqlContext) -> sql.Composable:
     )
     if ctx.skip_loaded_all:
         return sql.SQL("\n  WHERE {}").format(absent)
-    raw = replace(ctx, lookback=None).watermark_value()
+    raw = replace(ctx, lookback=None).watermark_value(once=True)
     return sql.SQL("\n  WHERE src.{inc} > {wm} OR {absent}").format(
         inc=sql.Identifier(inc), wm=raw, absent=absent
     )
@@ -45,7 +45,7 @@ def _keyless_rows(ctx: SqlContext) -> sql.Composable:
     it, one hash join). Rows above the watermark are all new."""
     inc = sql.Identifier(ctx.incremental_column or "")
     typed = [(n, ctx.table.column(n).type.ddl) for n in ctx.names]
-    wm = replace(ctx, lookback=None).watermark_value()
+    wm = replace(ctx, lookback=None).watermark_value(once=True)
     return sql.SQL(
         "  SELECT {c}, now(), {b} FROM src WHERE src.{inc} > {wm}\n"
         "  UNION ALL\n"

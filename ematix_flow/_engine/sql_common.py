@@ -46,6 +46,7 @@ __all__ = [
     "keys_match",
     "render",
     "row_hash",
+    "unchanged_by_equality",
 ]
 
 STAGE = "ematix_flow_stage"
@@ -87,6 +88,39 @@ def collatable(type_sql: str) -> bool:
     """Whether ``type_sql`` is a built-in string type (or an array of one), which carries
     a collation. Other types (a domain over text included) are left as they are."""
     return _COLLATABLE.fullmatch(type_sql.strip().lower()) is not None
+
+
+#: Types whose equal values have the same canonical text (so the same row hash): equality
+#: of every compared column of such types proves a stored row's hash still holds, without
+#: computing it. Not: floats (-0 = 0), numeric without a scale (1.0 = 1.00), interval
+#: ('1 day' = '24 hours'), jsonb, citext, arrays, domains — those rows are hashed.
+_SAME_TEXT_WHEN_EQUAL = re.compile(
+    r"smallint|integer|bigint|boolean|uuid|date|bytea|text|character varying"
+    r"|timestamp(\(\d\))? with(out)? time zone|numeric\(\d+, *\d+\)"
+)
+_STRINGS = ("text", "character varying")
+
+
+def unchanged_by_equality(
+    table: TableSpec, columns: tuple[str, ...], stored: str, source: str
+) -> sql.Composable | None:
+    """``(stored.columns) IS NOT DISTINCT FROM (source.columns)`` when equal values of
+    every column's type have one canonical text — then a stored row that this holds for
+    has the hash the source row would get, and the hash need not be computed (strings
+    compared byte for byte, ``COLLATE "C"``). ``None`` when a column's type has no such
+    equality: the hash decides."""
+    if not columns:
+        return None
+    left: list[sql.Composable] = []
+    for name in columns:
+        type_sql = cast_type(table.column(name)).strip().lower()
+        if not _SAME_TEXT_WHEN_EQUAL.fullmatch(type_sql):
+            return None
+        ident = sql.Identifier(stored, name)
+        left.append(sql.SQL('{} COLLATE "C"').format(ident) if type_sql in _STRINGS else ident)
+    return sql.SQL("({}) IS NOT DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(left), cols(columns, source)
+    )
 
 
 def cols(names: tuple[str, ...], prefix: str | None = None) -> sql.Composable:
@@ -150,20 +184,20 @@ class SqlContext:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.declared)
 
-    def watermark_value(self) -> sql.Composable:
-        """The stored watermark as its type (minus the lookback, if any)."""
+    def watermark_value(self, *, once: bool = False) -> sql.Composable:
+        """The stored watermark as its type (minus the lookback, if any). As a stable
+        expression the planner can estimate (and read an index by), but evaluated —
+        its text parsed — for every row a filter meets; ``once``: in a scalar subquery,
+        evaluated once per statement, which the planner cannot look into."""
         col = self.table.column(self.incremental_column or "")
         t = sql.SQL(cast_type(col))
-        # Not in a scalar subquery (as BATCH_ID is): the planner estimates the rows
-        # above a stable expression, not above an InitPlan, and needs that estimate to
-        # read a large source by its index.
         value = sql.SQL("CAST(current_setting({}) AS {})").format(sql.Literal(WATERMARK_SETTING), t)
-        if self.lookback is None:
-            return value
-        amount_type = sql.SQL("interval" if is_temporal(col) else cast_type(col))
-        return sql.SQL("CAST({} - CAST({} AS {}) AS {})").format(
-            value, sql.Literal(self.lookback), amount_type, t
-        )
+        if self.lookback is not None:
+            amount_type = sql.SQL("interval" if is_temporal(col) else cast_type(col))
+            value = sql.SQL("CAST({} - CAST({} AS {}) AS {})").format(
+                value, sql.Literal(self.lookback), amount_type, t
+            )
+        return sql.SQL("(SELECT {})").format(value) if once else value
 
     def watermark_where(self, alias: str = "q") -> sql.Composable:
         """Rows from the watermark on — and rows whose incremental value is NULL, which a
@@ -173,8 +207,15 @@ class SqlContext:
         ident = sql.Identifier(alias, col.name)
         t = sql.SQL(cast_type(col))
         op = sql.SQL(">=" if self.watermark_op == ">=" else ">")
-        bound: sql.Composable = sql.SQL("{} {} {}").format(
-            sql.SQL("CAST({} AS {})").format(ident, t), op, self.watermark_value()
+        typed = sql.SQL("CAST({} AS {})").format(ident, t)
+        # Both forms: the subquery's, evaluated once, first (most rows of a scan fail it
+        # and stop there); then the stable one, which gives the planner its estimate and
+        # an index its bound.
+        bound: sql.Composable = sql.SQL("{typed} {op} {once} AND {typed} {op} {stable}").format(
+            typed=typed,
+            op=op,
+            once=self.watermark_value(once=True),
+            stable=self.watermark_value(),
         )
         if self.window_hi:
             bound = sql.SQL("{} AND CAST({} AS {}) < CAST(current_setting({}) AS {})").format(

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from ematix_flow._engine.sql_common import HASH, SqlContext, cols, counts_select, keys_match
+from ematix_flow._engine.sql_common import (
+    HASH,
+    SqlContext,
+    cols,
+    counts_select,
+    keys_match,
+    unchanged_by_equality,
+)
 
 __all__ = ["merge_sql"]
 
@@ -29,7 +36,9 @@ def _unchanged(ctx: SqlContext, *, scd1: bool, soft: bool, has_update: bool) -> 
         return sql.SQL("")
     same: list[sql.Composable] = []
     if scd1:
-        same.append(sql.SQL("o.row_hash IS NOT DISTINCT FROM s.{}").format(sql.Identifier(HASH)))
+        hashed = sql.SQL("o.row_hash IS NOT DISTINCT FROM s.{}").format(sql.Identifier(HASH))
+        equal = unchanged_by_equality(ctx.table, ctx.compare, "o", "s")
+        same.append(hashed if equal is None else sql.SQL("({} OR {})").format(equal, hashed))
     elif ctx.update:
         same.append(
             sql.SQL("({}) IS NOT DISTINCT FROM ({})").format(

@@ -46,7 +46,14 @@ from datetime import timedelta
 
 from psycopg import sql
 
-from ematix_flow._engine.sql_common import HASH, VALID_FROM, SqlContext, cols, keys_match
+from ematix_flow._engine.sql_common import (
+    HASH,
+    VALID_FROM,
+    SqlContext,
+    cols,
+    keys_match,
+    unchanged_by_equality,
+)
 
 __all__ = ["scd2_close_sql", "scd2_insert_sql", "source_count_sql", "ttl_sql"]
 
@@ -74,6 +81,14 @@ def source_count_sql(ctx: SqlContext) -> sql.Composable:
     return sql.SQL("WITH {}\nSELECT s.* FROM {}").format(ctx.src_cte(), ctx.source_stats())
 
 
+def _not_equal(ctx: SqlContext) -> sql.Composable:
+    """`` AND NOT (<compared columns equal>)`` where equality proves the stored hash
+    (:func:`unchanged_by_equality`): most rows of a re-sync are unchanged, and this skips
+    hashing them (measured: the hash was over half of the close's time)."""
+    equal = unchanged_by_equality(ctx.table, ctx.compare, "t", "s")
+    return sql.SQL("") if equal is None else sql.SQL(" AND NOT {}").format(equal)
+
+
 def scd2_close_sql(ctx: SqlContext, *, handle_deletes: str | None) -> sql.Composable:
     """Close the current versions whose hash changed (and, with deletes, those whose key
     is absent); ``updated`` and ``deleted`` counts."""
@@ -81,13 +96,15 @@ def scd2_close_sql(ctx: SqlContext, *, handle_deletes: str | None) -> sql.Compos
     closed = sql.SQL(
         "closed AS (\n  UPDATE {t} AS t SET is_current = false, "
         "valid_to = GREATEST(s.{vf}, t.valid_from + {eps})\n"
-        "  FROM src AS s\n  WHERE t.is_current AND {match} AND t.row_hash IS DISTINCT FROM s.{h}\n"
+        "  FROM src AS s\n"
+        "  WHERE t.is_current AND {match}{equal} AND t.row_hash IS DISTINCT FROM s.{h}\n"
         "  RETURNING 1\n)"
     ).format(
         t=ctx.target,
         vf=sql.Identifier(VALID_FROM),
         eps=_EPS,
         match=keys_match(k, "t", "s"),
+        equal=_not_equal(ctx),
         h=sql.Identifier(HASH),
     )
     ctes = [ctx.src_cte(), closed]
