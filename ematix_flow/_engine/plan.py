@@ -381,6 +381,7 @@ def build_plan(
         append_keys=ctx_append_keys,
         window_hi=steer.window is not None,
         skip_loaded_all=steer.window is not None and options.mode == "append",
+        staged_source=shared is not None,
     )
     fallback = _data_steps(d, options, ctx, physical, tfacts, steer, stmt_path, scols, after_load)
     steps = d.steps

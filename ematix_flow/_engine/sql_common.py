@@ -161,6 +161,8 @@ class SqlContext:
     #: Backfill into append: every row of the window is looked up (not only those at
     #: or below the watermark), so rows already loaded are skipped.
     skip_loaded_all: bool = False
+    #: The source is the run's shared stage (:mod:`.fanout`), a temporary table.
+    staged_source: bool = False
     with_hash: bool = False
     with_valid_from: bool = False
     #: The columns that must be unique within one batch: the merge keys, or for append
@@ -207,15 +209,11 @@ class SqlContext:
         ident = sql.Identifier(alias, col.name)
         t = sql.SQL(cast_type(col))
         op = sql.SQL(">=" if self.watermark_op == ">=" else ">")
-        typed = sql.SQL("CAST({} AS {})").format(ident, t)
-        # Both forms: the subquery's, evaluated once, first (most rows of a scan fail it
-        # and stop there); then the stable one, which gives the planner its estimate and
-        # an index its bound.
-        bound: sql.Composable = sql.SQL("{typed} {op} {once} AND {typed} {op} {stable}").format(
-            typed=typed,
-            op=op,
-            once=self.watermark_value(once=True),
-            stable=self.watermark_value(),
+        # A source table: the stable form, whose rows the planner estimates (and reads
+        # by an index). The run's shared stage (no index, no statistics, every row
+        # scanned): the value computed once, not parsed again for each row.
+        bound: sql.Composable = sql.SQL("CAST({} AS {}) {} {}").format(
+            ident, t, op, self.watermark_value(once=self.staged_source)
         )
         if self.window_hi:
             bound = sql.SQL("{} AND CAST({} AS {}) < CAST(current_setting({}) AS {})").format(
