@@ -743,41 +743,24 @@ _COMPARISONS: tuple[tuple[str, str, tuple[tuple[str, str, str], ...], str], ...]
         (("limit_merge_same_changed", "bare upsert", "merge_same"),),
         "s",
     ),
-    (
-        "fan-out of 3, initial",
-        "fan_out_initial",
+    *(
         (
-            ("single_merge_initial", "1 single-target run", "report"),
-            ("singles_initial", "3 single-target runs", "report"),
-        ),
-        "s",
-    ),
-    (
-        "fan-out of 3, 10% re-sync",
-        "fan_out_resync",
-        (
-            ("single_merge_resync", "1 single-target run", "report"),
-            ("singles_resync", "3 single-target runs", "report"),
-        ),
-        "s",
-    ),
-    (
-        "feature view fan-out of 3, initial",
-        "feature_fan_out_initial",
-        (
-            ("feat_single_merge_initial", "1 single-target run", "report"),
-            ("feat_singles_initial", "3 single-target runs", "report"),
-        ),
-        "s",
-    ),
-    (
-        "feature view fan-out of 3, 10% re-sync",
-        "feature_fan_out_resync",
-        (
-            ("feat_single_merge_resync", "1 single-target run", "fan_out"),
-            ("feat_singles_resync", "3 single-target runs", "report"),
-        ),
-        "s",
+            f"{label}fan-out of 3, {phase_label}",
+            f"{key}_{phase}",
+            (
+                (f"{p}single_merge_{phase}", "1 single-target run", gate),
+                (f"{p}singles_{phase}", "3 single-target runs", "report"),
+            ),
+            "s",
+        )
+        for label, key, p, gated in (
+            ("", "fan_out", "", False),
+            ("feature view ", "feature_fan_out", "feat_", True),
+        )
+        for phase, phase_label, gate in (
+            ("initial", "initial", "report"),
+            ("resync", "10% re-sync", "fan_out" if gated else "report"),
+        )
     ),
     ("peak RSS, merge of 5N", "rss_5n", (("rss_n", "at N", "rss"),), "MiB"),
     ("row hash, source table", "hash_same", (("limit_hash_same", "md5(ROW(…))", "report"),), "s"),

@@ -113,6 +113,7 @@ DB_TESTS: tuple[str, ...] = (
     "tests/engine/test_direct_load.py",
     "tests/declarative/test_fan_out.py::test_every_target_sees_one_snapshot",
     "tests/engine/test_ddl.py",
+    "tests/engine/test_change_detection.py",
     "tests/engine/test_incremental.py",
     "tests/schema",
     "-m",

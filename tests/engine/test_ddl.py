@@ -3,9 +3,12 @@ transaction, destructive drift refused with the report; source-only types cross 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from ematix_flow import pipeline
 from ematix_flow._errors import DriftError
@@ -107,14 +110,40 @@ def _source(env: Any) -> None:
     )
 
 
-def _scd2(env: Any, **options: Any) -> dict:
+def _table(name: str = "cust", *, key: Any = Text, primary: bool = True, **extra: Any) -> type:
+    """A ``wh.<name>`` table of ``id`` (``key`` type; the primary key unless not
+    ``primary``), ``name``, ``note`` and the ``extra`` columns."""
+    attrs: dict[str, Any] = {
+        "__schema__": "wh",
+        "__tablename__": name,
+        "id": Column(key(), nullable=False, primary_key=primary),
+        "name": Column(Text()),
+        "note": Column(Text()),
+        **{column: Column(kind()) for column, kind in extra.items()},
+    }
+    return type(f"Table_{name}", (ManagedTable,), attrs)
+
+
+def _sync(
+    env: Any,
+    target: type = Cust,
+    *,
+    query: str = "SELECT id, name, note FROM s",
+    same_db: bool = False,
+    mode: str = "scd2",
+    **options: Any,
+) -> dict:
     return pipeline.sync(
-        target=Cust,
-        source=Source.postgres_query(env.source, "SELECT id, name, note FROM s"),
+        target=target,
+        source=Source.postgres_query(env.warehouse if same_db else env.source, query),
         target_connection=env.warehouse,
-        mode="scd2",
+        mode=mode,
         **options,
     )
+
+
+def _scd2(env: Any, **options: Any) -> dict:
+    return _sync(env, **options)
 
 
 @pytest.mark.parametrize(
@@ -134,22 +163,8 @@ def test_the_versions_key_is_built_where_the_latest_version_lookup_reads_it(
 
         options = {"ttl": timedelta(days=30)}
     if "event_timestamp_column" in options:
-
-        class CustTs(ManagedTable):
-            __schema__ = "wh"
-            __tablename__ = "cust"
-            id = Column(BigInt(), nullable=False, primary_key=True)
-            name = Column(Text())
-            note = Column(Text())
-            ts = Column(TimestampTZ())
-
-        pipeline.sync(
-            target=CustTs,
-            source=Source.postgres_query(env.source, "SELECT id, name, note, ts FROM s"),
-            target_connection=env.warehouse,
-            mode="scd2",
-            **options,
-        )
+        with_ts = _table(key=BigInt, ts=TimestampTZ)
+        _sync(env, with_ts, query="SELECT id, name, note, ts FROM s", **options)
     else:
         _scd2(env, **options)
     assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
@@ -184,9 +199,49 @@ def test_a_table_built_with_the_versions_key_keeps_it(env: Any) -> None:
     assert _pk(env) == [("PRIMARY KEY (id, valid_from)",)]
 
 
-def test_a_published_schema_gets_the_versions_key_as_replica_identity(env: Any) -> None:
+@pytest.fixture(scope="module")
+def superuser_server(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server where the tests' role is a superuser (FOR ALL TABLES publications need
+    one): the test server when its role is one, else the embedded PostgreSQL 18."""
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        if row.fetchone()[0]:
+            yield pg_server_url
+            return
+    from ematix_flow._embedded import start_embedded
+
+    server = start_embedded(tmp_path_factory.mktemp("su"))
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def superuser_env(superuser_server: str, env: Any) -> Any:
+    """An ``env`` like the test's own, on two fresh databases of
+    :func:`superuser_server`."""
+    from pg_helpers import drop_database
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    tag = uuid.uuid4().hex[:10]
+    names = [f"su_{tag}_src", f"su_{tag}_wh"]
+    urls = []
+    with psycopg.connect(superuser_server, autocommit=True) as conn:
+        for name in names:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            urls.append(make_conninfo(**{**conninfo_to_dict(superuser_server), "dbname": name}))
+    yield type(env)(type(env.dbs)(superuser_server, *urls))
+    for name in names:
+        drop_database(superuser_server, name)
+
+
+def test_a_published_schema_gets_the_versions_key_as_replica_identity(
+    superuser_env: Any,
+) -> None:
     """A publication replicating every table's updates refuses an UPDATE of a table
     without a replica identity: closing a version would fail on every re-sync."""
+    env = superuser_env
     _source(env)
     env.wh("CREATE PUBLICATION everything FOR ALL TABLES")
     _scd2(env)
@@ -212,30 +267,14 @@ def test_a_table_published_after_it_was_built_gets_the_versions_key(env: Any) ->
     assert env.rows("SELECT name FROM wh.cust ORDER BY valid_from") == [("a",), ("b",), ("c",)]
 
 
-class CustByKeys(ManagedTable):
-    """No primary key declared: the rows are matched by keys=."""
-
-    __schema__ = "wh"
-    __tablename__ = "cust"
-    id = Column(BigInt(), nullable=False)
-    name = Column(Text())
-    note = Column(Text())
-
-
 def test_a_table_keyed_by_a_unique_constraint_keeps_it(env: Any) -> None:
     """A table matched by keys= and built with UNIQUE (keys, valid_from) (no primary key)
     keeps that constraint, which serves the lookup: no drift, no second index."""
     _source(env)
+    by_keys = _table(key=BigInt, primary=False)  # no primary key: matched by keys=
 
     def run(**options: Any) -> dict:
-        return pipeline.sync(
-            target=CustByKeys,
-            source=Source.postgres_query(env.source, "SELECT id, name, note FROM s"),
-            target_connection=env.warehouse,
-            mode="scd2",
-            keys=("id",),
-            **options,
-        )
+        return _sync(env, by_keys, keys=("id",), **options)
 
     run(handle_deletes="hard")
     assert env.rows(
@@ -272,22 +311,11 @@ def test_source_and_target_of_different_collations_compare_in_the_target_s(
         f"note text{extra}, {key})"
     )
 
-    class Txt(ManagedTable):
-        __schema__ = "wh"
-        __tablename__ = "txt"
-        id = Column(Text(), nullable=False)
-        name = Column(Text())
-        note = Column(Text())
+    txt = _table("txt", primary=False)
 
     def run(**options: Any) -> dict:
-        return pipeline.sync(
-            target=Txt,
-            source=Source.postgres_query(env.warehouse, "SELECT id, name, note FROM public.s"),
-            target_connection=env.warehouse,
-            mode=mode,
-            keys=("id",),
-            **options,
-        )
+        query = "SELECT id, name, note FROM public.s"
+        return _sync(env, txt, query=query, same_db=True, mode=mode, keys=("id",), **options)
 
     assert run()["rows_inserted"] == 2
     env.wh("UPDATE public.s SET name = 'z' WHERE id = '1'")
