@@ -253,3 +253,39 @@ def test_ctrl_c_rolls_back_the_running_target_and_says_what_committed(project: A
             "interrupted: target wh.slow rolled back, nothing committed",
         ),
     ]
+
+
+def test_an_interrupt_in_the_pipe_does_not_wait_for_the_source_query(
+    dbs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C that lands outside the source's read (here: in the progress callback)
+    while the source query still runs, and whose cancel does not take (as one that
+    reaches the server as the query starts): the pipe ends now, not with the query."""
+    from ematix_flow._engine.copy import pipe
+
+    def interrupt(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with dbs.connect("source") as src, dbs.connect("warehouse") as wh, wh.transaction():
+        monkeypatch.setattr(type(src), "cancel_safe", lambda self, **kw: None)
+        pid = src.info.backend_pid
+        wh.execute("CREATE TEMP TABLE stage (n int)")
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            pipe(
+                src,
+                wh,
+                # rows first (flushed past 8 kB), then a query that sleeps at its end
+                "COPY (SELECT g FROM generate_series(1, 5000) g "
+                "WHERE g < 5000 OR pg_sleep(30) IS NOT NULL) TO STDOUT (FORMAT BINARY)",
+                "COPY stage (n) FROM STDIN (FORMAT BINARY)",
+                on_rows=interrupt,
+                every_s=0,
+            )
+        # not a timing of the engine: whether it waited for a query that sleeps 30 s
+        # (without the fix it returns after 30 s, with its connection still open)
+        gave_up_after = time.monotonic() - started
+        assert src.closed
+        with dbs.connect("source") as probe:
+            probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert gave_up_after < 20, gave_up_after
