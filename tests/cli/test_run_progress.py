@@ -214,6 +214,10 @@ def _wait_for_sleeping_copy(dbs: Any, proc: subprocess.Popen[str]) -> None:
     pytest.fail("the run never started its copy")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_rolls_back_the_running_target_and_says_what_committed(project: Any) -> None:
     with project.dbs.connect("warehouse") as c:
         c.execute("CREATE TABLE wh.slow (id bigint PRIMARY KEY, name text)")
@@ -225,6 +229,10 @@ def test_ctrl_c_rolls_back_the_running_target_and_says_what_committed(project: A
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PAUSE": "60"},
+        # Ctrl-C as a terminal sends it: SIGINT at its default, whatever this process
+        # inherited (a job started in the background by a shell ignores SIGINT, and so
+        # would the child, which then sleeps through it)
+        preexec_fn=_default_sigint,
     )
     _wait_for_sleeping_copy(project.dbs, proc)
     proc.send_signal(signal.SIGINT)
