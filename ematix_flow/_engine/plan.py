@@ -891,7 +891,9 @@ def _target_ddl(
         and bool(keys)
         and frozenset(versions) not in tfacts.unique_sets
     )
-    if unkeyed and tfacts is not None and tfacts.needs_replica_identity:
+    if unkeyed and tfacts is not None and tfacts.needs_replica_identity and spec.primary_key:
+        # the declared key with valid_from appended: the key a table built with it has
+        versions_pk = (*spec.primary_key, "valid_from")
         steps.append(
             Step(
                 "build the versions' primary key",
@@ -899,7 +901,7 @@ def _target_ddl(
                 render(
                     sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                         sql.Identifier(physical.schema, physical.name),
-                        sql.SQL(", ").join(map(sql.Identifier, versions)),
+                        sql.SQL(", ").join(map(sql.Identifier, versions_pk)),
                     )
                 ),
                 note="a publication replicates this table's updates, which needs a replica "
