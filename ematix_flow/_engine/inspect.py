@@ -158,9 +158,11 @@ def inspect_target(
         if watermark is not None and watermark.column_type is None:
             watermark = _canonical_legacy(conn, watermark, table)
     publishes = reflected is None and _publishes_updates(conn, table.schema)
+    # only an scd2 table (valid_from, is_current) may lack the key its updates need
     unidentified = (
         reflected is not None
         and not reflected.primary_key
+        and {"valid_from", "is_current"} <= set(reflected.column_names)
         and _published_without_identity(conn, table.schema, table.name)
     )
     return TargetFacts(
